@@ -1,0 +1,143 @@
+"""Distributed helpers. Every function is a no-op (or the identity) on one process, so tests, CPU runs and
+single-GPU runs take the same code path as ``torchrun`` runs (conventions 15).
+
+Launch with ``torchrun --nproc_per_node=N -m cgh.cli pretrain ...`` (or the ``cgh`` entry point); RANK, WORLD_SIZE,
+LOCAL_RANK and MASTER_ADDR/PORT come from the environment. The backend is NCCL on GPUs and gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_from_env(device: torch.device) -> None:
+    """Create the process group when launched by torchrun with more than one process (SPEC 6: 'distributed' means
+    initialised *and* world size > 1). Picks NCCL for CUDA devices, gloo otherwise."""
+    if is_initialized() or not launched_by_torchrun():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=60), **kwargs)
+
+
+def shutdown() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+@torch.no_grad()
+def all_gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (N, ...) from every process in rank order -> (W*N, ...). No gradient flows through."""
+    if world_size() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over processes (a new tensor; ``x`` is untouched)."""
+    if world_size() == 1:
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y)
+    return y / world_size()
+
+
+@torch.no_grad()
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    if world_size() == 1:
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y)
+    return y
+
+
+@torch.no_grad()
+def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:
+    if world_size() > 1:
+        dist.broadcast(x, src)
+    return x
+
+
+def broadcast_object(obj, src: int = 0):
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+
+@torch.no_grad()
+def shuffle_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch shuffle for Shuffle-BN (SPEC 1.6): this process's slice of a random permutation of the global batch.
+
+    Gathers ``x`` (N, ...) from all processes, permutes the global batch with one permutation drawn on rank 0 from
+    torch's CPU generator and broadcast, and returns this rank's contiguous slice (N, ...) together with the inverse
+    permutation for ``unshuffle_batch``. On one process it is a plain ``randperm`` of the batch, the same permutation
+    rank 0 would draw, which is what makes one process with W BN splits equal W processes.
+    """
+    gathered = all_gather(x)  # (W*N, ...)
+    total = gathered.shape[0]
+    perm = torch.randperm(total).to(x.device) if is_main() else torch.empty(total, dtype=torch.long, device=x.device)
+    perm = broadcast(perm)
+    inverse = torch.argsort(perm)
+    n = x.shape[0]
+    r = rank()
+    return gathered[perm[r * n : (r + 1) * n]], inverse
+
+
+@torch.no_grad()
+def unshuffle_batch(y: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Undo ``shuffle_batch`` on its output ``y`` (N, ...): gather, apply the inverse permutation, take this slice."""
+    gathered = all_gather(y)  # (W*N, ...)
+    n = y.shape[0]
+    r = rank()
+    return gathered[inverse[r * n : (r + 1) * n]]
+
+
+@torch.no_grad()
+def all_gather_varlen(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate tensors whose first dimension differs between processes (e.g. uneven evaluation shards)."""
+    if world_size() == 1:
+        return x
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = all_gather(n).tolist()
+    padded = torch.zeros((max(sizes), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    gathered = all_gather(padded)  # (W*max, ...)
+    return torch.cat([gathered[i * max(sizes) : i * max(sizes) + s] for i, s in enumerate(sizes)])

@@ -1,0 +1,1 @@
+"""Evaluation: functions over extracted features (kNN, linear probe, semi-supervised, clustering, t-SNE, curves)."""

@@ -1,0 +1,86 @@
+"""Losses as pure functions on tensors (SPEC section 2). No buffers, no queue mutation, no hidden normalisation.
+
+All maths runs in float32 with autocast disabled, whatever the caller's autocast state: the relation softmaxes use
+temperatures as low as 0.04, which bf16/fp16 logits cannot resolve.
+
+Shapes: N rows (the batch), D feature dimension, K queue slots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+# einsum strings, named once (conventions 3)
+PAIRWISE = "nd,nd->n"  # row-wise dot products
+AGAINST_QUEUE = "nd,kd->nk"  # every row against every queue slot
+
+
+def _float32(x: torch.Tensor):
+    """Context that turns autocast off for ``x``'s device type."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def relation_logits(z: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
+    """Similarities of L2-normalised features with the queue, no temperature (SPEC 2.2).
+
+    z: (N, D), queue: (K, D) -> (N, K), float32.
+    """
+    with _float32(z):
+        return torch.einsum(AGAINST_QUEUE, z.float(), queue.float())  # (N, K)
+
+
+def relation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau_s: float, tau_t: float
+) -> torch.Tensor:
+    """Soft-target cross-entropy between the teacher's sharpened relation distribution and the student's.
+
+        L = mean_n  - sum_k  softmax(teacher_logits / tau_t)[n, k] * log_softmax(student_logits / tau_s)[n, k]
+
+    student_logits, teacher_logits: (N, K) similarities against the same queue slots (``relation_logits``).
+    The teacher side is a target: it is detached (the stop-gradient of SPEC 2.3). ReSSL uses tau_s 0.1,
+    tau_t 0.04; CGH's four temperatures are in its config (SPEC 2.3). Returns a scalar.
+    """
+    if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
+        raise ValueError(f"relation_loss expects two (N, K) tensors of equal shape, got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    with _float32(student_logits):
+        target = F.softmax(teacher_logits.detach().float() / tau_t, dim=1)  # (N, K)
+        log_p = F.log_softmax(student_logits.float() / tau_s, dim=1)  # (N, K)
+        return -(target * log_p).sum(dim=1).mean()
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
+    """MoCo's InfoNCE: the positive is the key of the same image, the negatives are the queue (SPEC 2.4).
+
+        L = mean_n  - log( exp(q_n.k_n / tau) / (exp(q_n.k_n / tau) + sum_j exp(q_n.queue_j / tau)) )
+
+    q, k: (N, D) L2-normalised (k is detached: it comes from the teacher), queue: (K, D). Returns a scalar.
+    """
+    if q.shape != k.shape or q.ndim != 2 or queue.ndim != 2 or queue.shape[1] != q.shape[1]:
+        raise ValueError(f"info_nce expects q, k of shape (N, D) and queue (K, D), got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(queue.shape)}")
+    with _float32(q):
+        q, k, queue = q.float(), k.detach().float(), queue.detach().float()
+        pos = torch.einsum(PAIRWISE, q, k).unsqueeze(1)  # (N, 1)
+        neg = torch.einsum(AGAINST_QUEUE, q, queue)  # (N, K)
+        logits = torch.cat([pos, neg], dim=1) / tau  # (N, 1 + K)
+        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return F.cross_entropy(logits, labels)
+
+
+def cgh_loss_weights(step: int, warmup_steps: int) -> tuple[float, float, float]:
+    """Weights (w_cl, w_hyper, w_csist) of CGH's three terms at a global iteration (SPEC 2.6).
+
+    During the warm-up (step < warmup_steps = loss_warmup_epochs * iterations per epoch), alpha = step /
+    warmup_steps and the weights are (1 - alpha, alpha / 2, alpha / 2): pure InfoNCE at the first step, ramping per
+    iteration into the two cross-context terms. Afterwards (0, 1/2, 1/2).
+    """
+    if step < warmup_steps:
+        alpha = step / warmup_steps
+        return 1.0 - alpha, 0.5 * alpha, 0.5 * alpha
+    return 0.0, 0.5, 0.5

@@ -1,0 +1,49 @@
+"""The two pieces every method shares: building the student encoder, and the teacher forward with batch shuffle."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cgh import dist
+from cgh.backbone import ResNet, norm_layer_factory
+from cgh.config import MethodConfig
+from cgh.heads import Encoder, EncoderOutput, HypercolumnHead, mlp
+
+
+def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_splits: int = 1) -> Encoder:
+    """Student encoder: backbone + global MLP head (+ hypercolumn head for CGH), all dimensions from ``cfg``.
+
+    The hypercolumn head's 1x1 conv reduces to the backbone's pooled width (SPEC 1.4: 2048 for ResNet-50, 512 for
+    ResNet-18) and uses the backbone's BN splits.
+    """
+    projector = mlp(backbone.num_features, cfg.hid_dim, cfg.feat_dim)
+    hyper = None
+    if hypercolumn:
+        hyper = HypercolumnHead(
+            dict(zip(("layer1", "layer2", "layer3", "layer4"), backbone.stage_channels)),
+            layers=cfg.hyper_layers,
+            reduce_dim=backbone.num_features,
+            hid_dim=cfg.hid_dim,
+            out_dim=cfg.hyper_dim,
+            resize=cfg.hyper_resize,
+            target=cfg.hyper_target,
+            scale=cfg.hyper_scale,
+            l2norm=cfg.hyper_l2norm,
+            norm_layer=norm_layer_factory(bn_splits),
+        )
+    return Encoder(backbone, projector, hyper)
+
+
+@torch.no_grad()
+def teacher_forward(teacher: nn.Module, x: torch.Tensor, shuffle: bool, hyper: bool = True) -> EncoderOutput:
+    """The teacher in train mode (batch statistics) under no_grad, on a shuffled batch when ``shuffle`` (SPEC 1.6).
+
+    Shuffling hides which rows of the teacher's BN batch belong together with the student's, so BN statistics cannot
+    leak the positive pair (MoCo's Shuffle-BN). Outputs come back in the input's order.
+    """
+    if not shuffle:
+        return teacher(x, hyper=hyper)
+    x, inverse = dist.shuffle_batch(x)
+    out = teacher(x, hyper=hyper)
+    return EncoderOutput(*(None if t is None else dist.unshuffle_batch(t, inverse) for t in out))

@@ -1,0 +1,206 @@
+"""Each method's shapes and terms, and CGH's loss checked against SPEC 2's equations (recomputed in NumPy)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cgh.config import Config
+from cgh.heads import HypercolumnHead, stack_hypercolumn
+from cgh.methods import METHODS, build_method
+from tests.test_losses import np_info_nce, np_relation
+
+B, K = 8, 32
+
+
+def small_cfg(name="cgh", **method):
+    cfg = Config()
+    cfg.model.arch, cfg.model.stem, cfg.model.width, cfg.model.bn_mode = "resnet18", "cifar", 16, "plain"
+    m = cfg.method
+    m.name, m.queue_size, m.feat_dim, m.hyper_dim, m.hid_dim = name, K, 16, 12, 32
+    # four distinct temperatures, so a swapped direction or temperature cannot go unnoticed
+    m.temp_teacher_global, m.temp_student_global, m.temp_teacher_hyper, m.temp_student_hyper = 0.05, 0.11, 0.09, 0.07
+    for k, v in method.items():
+        setattr(m, k, v)
+    return cfg
+
+
+def views(n=2, size=16, batch=B):
+    return [torch.randn(batch, 3, size, size) for _ in range(n)]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_forward_backward_and_queue(name):
+    method = build_method(small_cfg(name))
+    loss, terms = method(views(), momentum=0.99, step=0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert all(torch.isfinite(v) and not v.requires_grad for v in terms.values())
+    loss.backward()
+    assert all(p.grad is None for p in method.teacher.parameters())  # the teacher never receives a gradient
+    assert all(not p.requires_grad for p in method.teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.backbone.parameters())
+    assert int(method.queue.ptr) == B
+
+
+def test_cgh_has_two_queues_in_lockstep_and_hyper_gradients():
+    method = build_method(small_cfg("cgh", loss_warmup_epochs=0))
+    for _ in range(3):
+        loss, _ = method(views(), 0.99, step=10)
+        loss.backward()
+    assert int(method.queue.ptr) == int(method.queue_hyper.ptr) == 3 * B
+    assert method.student.hyper.reduce[0].weight.grad.abs().sum() > 0
+    assert method.student.projector[0].weight.grad.abs().sum() > 0
+
+
+def features(method, weak, strong):
+    """q, qh from the student and k, kh from the teacher, recomputed outside the method (train-mode BN)."""
+    with torch.no_grad():
+        s, t = method.student(strong), method.teacher(weak)
+        return [F.normalize(x, dim=1).double().numpy() for x in (s.z, s.zh, t.z, t.zh)]
+
+
+@pytest.mark.parametrize("context", ["cross", "same"])
+@pytest.mark.parametrize("step,warmup", [(0, 4), (2, 4), (4, 4), (9, 4)])
+def test_cgh_loss_matches_equations(context, step, warmup):
+    cfg = small_cfg("cgh", context=context, loss_warmup_epochs=1)
+    method = build_method(cfg, steps_per_epoch=warmup)
+    method.shuffle = False  # recomputing the features below needs the same BN batches
+    queue, queue_h = method.queue.queue.double().numpy().copy(), method.queue_hyper.queue.double().numpy().copy()
+    weak, strong = views()
+    loss, terms = method([weak, strong], momentum=1.0, step=step)  # m = 1: the teacher stays as it was
+    q, qh, k, kh = features(method, weak, strong)
+    m = cfg.method
+    lq, lqh, lk, lkh = q @ queue.T, qh @ queue_h.T, k @ queue.T, kh @ queue_h.T
+    if context == "cross":  # SPEC 2.3: hyper student <- global teacher; global student <- hyper teacher
+        l_hyper = np_relation(lqh, lk, m.temp_student_hyper, m.temp_teacher_global)
+        l_csist = np_relation(lq, lkh, m.temp_student_global, m.temp_teacher_hyper)
+    else:  # ablation: each context learns from its own teacher
+        l_hyper = np_relation(lqh, lkh, m.temp_student_hyper, m.temp_teacher_hyper)
+        l_csist = np_relation(lq, lk, m.temp_student_global, m.temp_teacher_global)
+    l_cl = np_info_nce(q, k, queue, m.temperature) + np_info_nce(qh, kh, queue_h, m.temperature)
+    alpha = step / warmup
+    w = (1 - alpha, alpha / 2, alpha / 2) if step < warmup else (0.0, 0.5, 0.5)  # SPEC 2.6
+    expected = w[0] * l_cl + w[1] * l_hyper + w[2] * l_csist
+    assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert terms["hyper"].item() == pytest.approx(l_hyper, rel=1e-4)
+    assert terms["csist"].item() == pytest.approx(l_csist, rel=1e-4)
+    assert ("nce" in terms) == (step < warmup)
+
+
+def test_cgh_multicrop_averages_local_terms_into_csist():
+    cfg = small_cfg("cgh", num_local=2, loss_warmup_epochs=0)
+    method = build_method(cfg)
+    method.shuffle = False
+    queue, queue_h = method.queue.queue.double().numpy().copy(), method.queue_hyper.queue.double().numpy().copy()
+    weak, strong, l1, l2 = views(2) + views(2, size=8)
+    loss, terms = method([weak, strong, l1, l2], momentum=1.0, step=0)
+    q, qh, k, kh = features(method, weak, strong)
+    with torch.no_grad():
+        locals_ = [F.normalize(method.student(x, hyper=False).z, dim=1).double().numpy() for x in (l1, l2)]
+    m = cfg.method
+    lkh = kh @ queue_h.T
+    # SPEC 2.7: csist <- (L_csist + sum_l L_local_l) / (n_local + 1); locals learn the hypercolumn teacher
+    parts = [np_relation(x @ queue.T, lkh, m.temp_student_global, m.temp_teacher_hyper) for x in [q, *locals_]]
+    l_hyper = np_relation(qh @ queue_h.T, k @ queue.T, m.temp_student_hyper, m.temp_teacher_global)
+    assert terms["csist"].item() == pytest.approx(np.mean(parts), rel=1e-4)
+    assert loss.item() == pytest.approx(0.5 * l_hyper + 0.5 * np.mean(parts), rel=1e-4)
+
+
+def test_cgh_directions_can_be_switched_off():
+    method = build_method(small_cfg("cgh", global_from_hyper=False, loss_warmup_epochs=0))
+    _, terms = method(views(), 0.99, 0)
+    assert set(terms) == {"hyper", "w_nce"} and method.needs_find_unused
+    with pytest.raises(ValueError, match="at least one"):
+        build_method(small_cfg("cgh", global_from_hyper=False, hyper_from_global=False))
+
+
+def test_cgh_centering_uses_the_batch_mean():
+    method = build_method(small_cfg("cgh", centering=True, center_momentum=0.9, loss_warmup_epochs=0))
+    method.shuffle = False
+    queue = method.queue.queue.clone()
+    weak, strong = views()
+    method([weak, strong], momentum=1.0, step=0)
+    with torch.no_grad():
+        k = F.normalize(method.teacher(weak).z, dim=1)
+    expected = 0.1 * (k @ queue.T).mean(0, keepdim=True)  # SPEC 2.5 with the mean (the authors used the sum)
+    torch.testing.assert_close(method.center, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_ressl_loss_matches_equation():
+    cfg = small_cfg("ressl")
+    method = build_method(cfg)
+    method.shuffle = False
+    queue = method.queue.queue.double().numpy().copy()
+    weak, strong = views()
+    loss, _ = method([weak, strong], momentum=1.0)
+    q, _, k, _ = (x for x in features_global(method, weak, strong))
+    expected = np_relation(q @ queue.T, k @ queue.T, cfg.method.temp_student_global, cfg.method.temp_teacher_global)
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_mocov2_loss_matches_equation():
+    cfg = small_cfg("mocov2", temperature=0.2)
+    method = build_method(cfg)
+    method.shuffle = False
+    queue = method.queue.queue.double().numpy().copy()
+    x_k, x_q = views()
+    loss, _ = method([x_k, x_q], momentum=1.0)
+    q, _, k, _ = features_global(method, x_k, x_q)
+    assert loss.item() == pytest.approx(np_info_nce(q, k, queue, 0.2), rel=1e-4)
+
+
+def features_global(method, weak, strong):
+    with torch.no_grad():
+        s, t = method.student(strong, hyper=False), method.teacher(weak, hyper=False)
+        return F.normalize(s.z, dim=1).double().numpy(), None, F.normalize(t.z, dim=1).double().numpy(), None
+
+
+def test_split_bn_shuffled_teacher_runs_and_keeps_batch_order():
+    cfg = small_cfg("ressl")
+    cfg.model.bn_mode, cfg.model.bn_splits = "split", 4
+    method = build_method(cfg)
+    assert method.shuffle
+    method.eval()  # eval-mode BN: per-row outputs, so a shuffled forward must equal an unshuffled one
+    from cgh.methods.common import teacher_forward
+
+    x = torch.randn(B, 3, 16, 16)
+    torch.testing.assert_close(teacher_forward(method.teacher, x, shuffle=True).z,
+                               teacher_forward(method.teacher, x, shuffle=False).z)
+
+
+class TestHypercolumn:
+    def stages(self, arch="resnet18", size=32):
+        from cgh.backbone import ResNet
+
+        net = ResNet(arch, stem="cifar")
+        with torch.no_grad():
+            return net(torch.randn(2, 3, size, size)), net.stage_channels
+
+    def test_stack_default_resizes_layer3_to_layer4(self):
+        stages, _ = self.stages()
+        h = stack_hypercolumn(stages)
+        assert h.shape == (2, 256 + 512, 4, 4)  # SPEC 1.4: R18 stacks 768 channels
+        torch.testing.assert_close(h[:, 256:], stages.layer4)  # layer4 is not resized
+        torch.testing.assert_close(h[:, :256], F.interpolate(stages.layer3, size=(4, 4), mode="bilinear",
+                                                             align_corners=False))
+
+    def test_options(self):
+        stages, _ = self.stages()
+        avg = stack_hypercolumn(stages, ("layer2", "layer4"), resize="avgpool")
+        torch.testing.assert_close(avg[:, :128], F.adaptive_avg_pool2d(stages.layer2, 4))
+        first = stack_hypercolumn(stages, ("layer3", "layer4"), target="first")
+        assert first.shape == (2, 768, 8, 8)
+        scaled = stack_hypercolumn(stages, ("layer3", "layer4"), scale=True)
+        torch.testing.assert_close(scaled[:, 256:], stages.layer4)
+        torch.testing.assert_close(scaled[:, :256], 0.25 * stack_hypercolumn(stages)[:, :256])  # kappa 1/4
+        normed = stack_hypercolumn(stages, ("layer4",), l2norm=True)
+        torch.testing.assert_close(normed.norm(dim=1), torch.ones(2, 4, 4))
+
+    def test_head_dimensions_follow_the_paper(self):
+        head = HypercolumnHead({"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048})
+        assert head.reduce[0].weight.shape == (2048, 3072, 1, 1)  # SPEC 1.4: R50 3072 -> 2048
+        assert [m.out_features for m in head.mlp if hasattr(m, "out_features")] == [4096, 512]
+
+    def test_bad_layer_names(self):
+        with pytest.raises(ValueError, match="layer5"):
+            HypercolumnHead({"layer4": 8}, layers=("layer5",))
