@@ -1,8 +1,31 @@
 """cgh: self-supervised representation learning with cross-context learning between global and hypercolumn features.
 
-Python API (see README):
-    cgh.load_backbone(path)      -> a pretrained backbone giving pooled global and hypercolumn features
-    cgh.losses.info_nce / relation_loss
+Python API:
+    cgh.load_backbone(path)                 a pretrained backbone giving global and hypercolumn features
+    cgh.losses.info_nce(q, k, queue, tau)   MoCo's InfoNCE
+    cgh.losses.relation_loss(student_logits, teacher_logits, tau_s, tau_t)
+    cgh.config.load_config(preset, overrides), cgh.train.pretrain(cfg)
+Submodules are imported on first use, so ``import cgh`` is cheap.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_SUBMODULES = {"losses", "config", "train", "methods", "backbone", "heads", "data", "augment", "evaluate", "export",
+               "pretrained", "checkpoint", "dist", "queue", "ema"}
+
+
+def load_backbone(path, which: str = "student", map_location="cpu"):
+    """A pretrained backbone from a cgh checkpoint, a torchvision state dict or an authors' checkpoint."""
+    from cgh.pretrained import load_backbone as _load
+
+    return _load(path, which=which, map_location=map_location)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"cgh.{name}")
+    raise AttributeError(f"module 'cgh' has no attribute {name!r}")

@@ -1,0 +1,127 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, checked before use.
+
+A pretraining checkpoint is a dict of tensors and plain Python values only (so it loads with
+``torch.load(..., weights_only=True)``, which refuses any object that could run code when unpickled):
+
+    format "cgh-checkpoint", version, cgh_version, config (the resolved config as a dict), method, arch,
+    epoch (completed epochs), step (global step), epoch_step (steps done in the current epoch, for mid-epoch
+    resume), world_size, model (the method's state dict: student, teacher, queues and pointers, centres),
+    optimizer, scaler, rng (per-process RNG states), metrics (last values worth keeping)
+
+Writes go to a temporary file in the same directory, are flushed to disk, and are renamed over the target: a crash,
+a SIGKILL or a full disk in the middle of a write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cgh.errors import CheckpointError
+
+FORMAT = "cgh-checkpoint"
+VERSION = 1
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` via a temporary file and a rename; on any failure the old file is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)):
+            raise CheckpointError(f"could not write checkpoint {path}: {e}; the previous checkpoint, if any, is "
+                                  f"intact") from e
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> None:
+    """Delete temporary files left by a process killed while writing a checkpoint."""
+    d = Path(directory)
+    if d.is_dir():
+        for p in d.glob(".*.tmp-*"):
+            p.unlink(missing_ok=True)
+
+
+def load_file(path: str | os.PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True`` on the CPU, turning every failure into a CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"expected a checkpoint file, got a directory: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refused to load {path}: it contains objects other than tensors and plain values, which could run code "
+            f"when unpickled (loaded with weights_only=True). Detail: {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch file ({e})") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A pretraining checkpoint written by ``cgh pretrain``, validated."""
+    ckpt = load_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a cgh pretraining checkpoint (no format={FORMAT!r} field); for a plain "
+                              f"backbone state dict use cgh.load_backbone")
+    if ckpt.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer cgh (checkpoint version {ckpt['version']}); upgrade cgh")
+    missing = [k for k in ("config", "model", "epoch", "step", "method") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks the field(s) {missing}")
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], method: str, arch: str, path: str | os.PathLike) -> None:
+    """Refuse, with a clear message, a checkpoint of another method or architecture than the run's."""
+    if ckpt["method"] != method:
+        raise CheckpointError(f"{path} holds a {ckpt['method']!r} model, but this run's method.name is {method!r}")
+    if ckpt.get("arch") != arch:
+        raise CheckpointError(f"{path} holds a {ckpt.get('arch')!r} backbone, but this run's model.arch is {arch!r}")
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (torch CPU, CUDA, Python), as tensors and plain values."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _python_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _python_state():
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]

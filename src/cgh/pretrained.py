@@ -1,0 +1,180 @@
+"""Loading a pretrained backbone for evaluation, export and transfer: ``cgh.load_backbone(path)``.
+
+Accepted files (all read with ``weights_only=True``):
+  - a ``cgh pretrain`` checkpoint (any method): the student's backbone (``which="teacher"`` for the EMA teacher),
+    and for CGH the trained hypercolumn head;
+  - a torchvision-format state dict (``cgh export --format torchvision``, or ``torchvision.models.resnetNN``'s own
+    weights): keys ``conv1.weight``, ``layer1.0.conv1.weight``, ... with or without ``fc``;
+  - the authors' checkpoints (``{"net": {"module.encoder_q.conv1.weight": ...}}``, SPEC 5.2-5.3), whose projection
+    head is dropped.
+The architecture (resnet18/34/50/101), stem (7x7 or 3x3 conv1) and width are read off the weights' shapes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cgh.backbone import ARCHS, STAGE_NAMES, ResNet
+from cgh.checkpoint import FORMAT, load_file
+from cgh.config import config_from_dict
+from cgh.errors import CheckpointError
+from cgh.heads import HypercolumnHead, stack_hypercolumn
+
+FEATURE_KINDS = ("global", "hypercolumn", "hypercolumn_head")
+
+
+class PretrainedBackbone(nn.Module):
+    """A pretrained ResNet (plain BN, eval mode) with the features evaluation needs.
+
+    - ``global_features(x)``: the pooled layer4 feature (N, C4): 512 for ResNet-18, 2048 for ResNet-50.
+    - ``hypercolumn_features(x)``: global average pool of the stacked hypercolumn map that CGH's head sees
+      (layer3 resized to layer4 and concatenated: 768 for ResNet-18, 3072 for ResNet-50; SPEC 5.3 option a).
+    - ``hypercolumn_head_features(x)``: the pooled output of the trained head's 1x1 conv-BN-ReLU (N, C4); CGH
+      checkpoints only (SPEC 5.3 option b).
+    ``forward(x)`` returns the global features. ``info`` says where the weights come from (path, format, method,
+    arch, epoch, step).
+    """
+
+    def __init__(self, backbone: ResNet, hyper_head: HypercolumnHead | None = None,
+                 hyper_layers: tuple[str, ...] = ("layer3", "layer4"), hyper_resize: str = "bilinear",
+                 hyper_target: str = "last", info: dict[str, Any] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.hyper_head = hyper_head
+        self.hyper_layers, self.hyper_resize, self.hyper_target = tuple(hyper_layers), hyper_resize, hyper_target
+        self.info = dict(info or {})
+        self.eval()
+
+    @property
+    def arch(self) -> str:
+        return self.backbone.arch
+
+    def feature_dim(self, kind: str = "global") -> int:
+        channels = dict(zip(STAGE_NAMES, self.backbone.stage_channels))
+        if kind == "global" or kind == "hypercolumn_head":
+            return self.backbone.num_features
+        if kind == "hypercolumn":
+            return sum(channels[name] for name in self.hyper_layers)
+        raise ValueError(f"unknown feature kind {kind!r}; expected one of {list(FEATURE_KINDS)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.global_features(x)
+
+    def global_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.features(x)  # (N, C4)
+
+    def hypercolumn_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The stacked map (N, sum C_i, h, w), as the CGH head's 1x1 conv receives it."""
+        return stack_hypercolumn(self.backbone(x), self.hyper_layers, self.hyper_resize, self.hyper_target)
+
+    def hypercolumn_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hypercolumn_map(x).mean(dim=(2, 3))  # (N, sum C_i)
+
+    def hypercolumn_head_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hyper_head is None:
+            raise ValueError(f"{self.info.get('path', 'this backbone')} has no trained hypercolumn head (only CGH "
+                             f"checkpoints do); use the 'hypercolumn' features instead")
+        return self.hyper_head.reduced(self.backbone(x))  # (N, C4)
+
+    def features(self, x: torch.Tensor, kind: str = "global") -> torch.Tensor:
+        if kind == "global":
+            return self.global_features(x)
+        if kind == "hypercolumn":
+            return self.hypercolumn_features(x)
+        if kind == "hypercolumn_head":
+            return self.hypercolumn_head_features(x)
+        raise ValueError(f"unknown feature kind {kind!r}; expected one of {list(FEATURE_KINDS)}")
+
+
+def load_backbone(path: str | os.PathLike, which: str = "student", map_location: str | torch.device = "cpu"
+                  ) -> PretrainedBackbone:
+    """A ``PretrainedBackbone`` from any accepted file (see the module docstring), in eval mode on ``map_location``."""
+    if which not in ("student", "teacher"):
+        raise ValueError(f"which must be 'student' or 'teacher', got {which!r}")
+    path = Path(path)
+    obj = load_file(path)
+    info: dict[str, Any] = {"path": str(path)}
+    hyper_sd: dict[str, torch.Tensor] = {}
+    hyper_kw: dict[str, Any] = {}
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        model_sd = obj.get("model", {})
+        cfg = config_from_dict(obj["config"], origin=str(path))
+        info.update(format=FORMAT, method=obj["method"], arch=obj.get("arch"), epoch=obj.get("epoch"),
+                    step=obj.get("step"), epoch_step=obj.get("epoch_step", 0), which=which)
+        sd = _strip(model_sd, f"{which}.backbone.")
+        hyper_sd = _strip(model_sd, f"{which}.hyper.")
+        m = cfg.method
+        hyper_kw = dict(layers=tuple(m.hyper_layers), resize=m.hyper_resize, target=m.hyper_target, scale=m.hyper_scale,
+                        l2norm=m.hyper_l2norm, hid_dim=m.hid_dim, out_dim=m.hyper_dim)
+    elif isinstance(obj, dict) and "net" in obj and isinstance(obj["net"], dict):  # the authors' checkpoints
+        sd = {k: v for k, v in _strip_any(obj["net"], ("module.encoder_q.", "encoder_q.")).items()
+              if not k.startswith("fc.")}
+        info.update(format="authors", method="cgh", epoch=obj.get("epoch"))
+    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        sd = _strip_any(obj, ("module.", "backbone.", "encoder."))
+        info.update(format="torchvision")
+    else:
+        raise CheckpointError(f"{path}: not a cgh checkpoint, a torchvision state dict or an authors' checkpoint")
+    if not sd:
+        raise CheckpointError(f"{path}: no backbone weights found (no {which}.backbone.* or conv1/layerN keys)")
+
+    arch, stem, width = infer_architecture(sd, path)
+    info.update(arch=arch, stem=stem, width=width)
+    backbone = ResNet(arch, stem=stem, width=width, num_classes=0)
+    sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    _load_strict(backbone, sd, path, "backbone")
+    head = None
+    if hyper_sd:
+        channels = dict(zip(STAGE_NAMES, backbone.stage_channels))
+        head = HypercolumnHead(channels, reduce_dim=backbone.num_features, **hyper_kw)
+        _load_strict(head, hyper_sd, path, "hypercolumn head")
+    model = PretrainedBackbone(backbone, head, hyper_kw.get("layers", ("layer3", "layer4")),
+                               hyper_kw.get("resize", "bilinear"), hyper_kw.get("target", "last"), info)
+    return model.to(map_location).eval()
+
+
+def infer_architecture(sd: dict[str, torch.Tensor], path: Path | str = "") -> tuple[str, str, int]:
+    """(arch, stem, width) of a ResNet state dict, from its block counts and conv1's shape."""
+    if "conv1.weight" not in sd:
+        raise CheckpointError(f"{path}: no conv1.weight, not a ResNet backbone state dict")
+    conv1 = sd["conv1.weight"]
+    width, kernel = conv1.shape[0], conv1.shape[-1]
+    stem = {7: "imagenet", 3: "cifar"}.get(kernel)
+    if stem is None:
+        raise CheckpointError(f"{path}: conv1 has a {kernel}x{kernel} kernel; expected 7x7 (ImageNet) or 3x3 (CIFAR)")
+    kind = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
+    depths = tuple(len({k.split(".")[1] for k in sd if k.startswith(f"{name}.")}) for name in STAGE_NAMES)
+    for arch, spec in ARCHS.items():
+        if spec == (kind, depths):
+            return arch, stem, width
+    raise CheckpointError(f"{path}: {kind} blocks {depths} per stage match none of {sorted(ARCHS)}")
+
+
+def _strip(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _strip_any(sd: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+                break
+        out[k] = v
+    return out
+
+
+def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], path, what: str) -> None:
+    try:
+        result = module.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{path}: the {what} weights do not fit: {str(e).splitlines()[-1].strip()}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{path}: the {what} weights do not fit: missing {result.missing_keys[:5]}, "
+                              f"unexpected {result.unexpected_keys[:5]}")
