@@ -288,7 +288,8 @@ class Config:
         for key in ("mean", "std"):
             v = getattr(d, key)
             if v and (len(v) != 3 or (key == "std" and min(v) <= 0)):
-                check.fail(f"data.{key}", v, "empty (the dataset's own) or three numbers" + (" > 0" if key == "std" else ""))
+                check.fail(f"data.{key}", v,
+                           "empty (the dataset's own) or three numbers" + (" > 0" if key == "std" else ""))
         if not m.hyper_layers or len(set(m.hyper_layers)) != len(m.hyper_layers):
             check.fail("method.hyper_layers", m.hyper_layers, f"a non-empty list of distinct names from {list(STAGES)}")
         for s in m.hyper_layers:

@@ -1,6 +1,11 @@
 """Distributed helpers. Every function is a no-op (or the identity) on one process, so tests, CPU runs and
 single-GPU runs take the same code path as ``torchrun`` runs (conventions 15).
 
+Row convention: of a global batch of B = W * b rows, process r holds rows r, r + W, r + 2W, ... (the interleaved
+split of ``torch.utils.data.DistributedSampler``; our batch sampler does the same). ``gather_rows`` returns a
+global batch in that global row order, and ``SplitBatchNorm`` with W splits normalises the same interleaved rows,
+which is why one process with W BN splits computes exactly what W processes compute.
+
 Launch with ``torchrun --nproc_per_node=N -m cgh.cli pretrain ...`` (or the ``cgh`` entry point); RANK, WORLD_SIZE,
 LOCAL_RANK and MASTER_ADDR/PORT come from the environment. The backend is NCCL on GPUs and gloo on CPU.
 """
@@ -69,6 +74,21 @@ def all_gather(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """The global batch (W*b, ...) in global row order, from every process's interleaved rows ``x`` (b, ...)."""
+    w = world_size()
+    if w == 1:
+        return x
+    gathered = all_gather(x)  # (W*b, ...) rank-major: process r's rows are global rows r, r+W, ...
+    return gathered.view(w, x.shape[0], *x.shape[1:]).transpose(0, 1).reshape(-1, *x.shape[1:])
+
+
+def local_rows(x: torch.Tensor) -> torch.Tensor:
+    """This process's rows r, r + W, ... of a global batch (B, ...)."""
+    return x[rank() :: world_size()] if world_size() > 1 else x
+
+
+@torch.no_grad()
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over processes (a new tensor; ``x`` is untouched)."""
     if world_size() == 1:
@@ -104,30 +124,24 @@ def broadcast_object(obj, src: int = 0):
 
 @torch.no_grad()
 def shuffle_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch shuffle for Shuffle-BN (SPEC 1.6): this process's slice of a random permutation of the global batch.
+    """Batch shuffle for Shuffle-BN (SPEC 1.6): this process's rows of a random permutation of the global batch.
 
-    Gathers ``x`` (N, ...) from all processes, permutes the global batch with one permutation drawn on rank 0 from
-    torch's CPU generator and broadcast, and returns this rank's contiguous slice (N, ...) together with the inverse
-    permutation for ``unshuffle_batch``. On one process it is a plain ``randperm`` of the batch, the same permutation
-    rank 0 would draw, which is what makes one process with W BN splits equal W processes.
+    Gathers ``x`` (b, ...) from all processes into the global batch (B, ...), permutes it with one permutation drawn
+    on rank 0 from torch's CPU generator and broadcast, and returns this process's interleaved rows (b, ...) of the
+    permuted batch, with the inverse permutation for ``unshuffle_batch``. On one process it is a plain ``randperm``
+    of the batch: the permutation rank 0 would draw, so one process with W BN splits equals W processes.
     """
-    gathered = all_gather(x)  # (W*N, ...)
-    total = gathered.shape[0]
-    perm = torch.randperm(total).to(x.device) if is_main() else torch.empty(total, dtype=torch.long, device=x.device)
-    perm = broadcast(perm)
-    inverse = torch.argsort(perm)
-    n = x.shape[0]
-    r = rank()
-    return gathered[perm[r * n : (r + 1) * n]], inverse
+    full = gather_rows(x)  # (B, ...)
+    total = full.shape[0]
+    perm = torch.randperm(total) if is_main() else torch.empty(total, dtype=torch.long)
+    perm = broadcast(perm.to(x.device))
+    return local_rows(full[perm]), torch.argsort(perm)
 
 
 @torch.no_grad()
 def unshuffle_batch(y: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    """Undo ``shuffle_batch`` on its output ``y`` (N, ...): gather, apply the inverse permutation, take this slice."""
-    gathered = all_gather(y)  # (W*N, ...)
-    n = y.shape[0]
-    r = rank()
-    return gathered[inverse[r * n : (r + 1) * n]]
+    """Undo ``shuffle_batch`` on its output ``y`` (b, ...): this process's rows of the unpermuted global batch."""
+    return local_rows(gather_rows(y)[inverse])
 
 
 @torch.no_grad()

@@ -45,7 +45,7 @@ def stack_hypercolumn(
     maps = [getattr(stages, name) for name in layers]
     h, w = maps[-1 if target == "last" else 0].shape[-2:]
     out = []
-    for name, x in zip(layers, maps):
+    for name, x in zip(layers, maps, strict=True):
         if l2norm:
             x = F.normalize(x, dim=1)
         if scale:
@@ -86,7 +86,8 @@ class HypercolumnHead(nn.Module):
         super().__init__()
         unknown = [name for name in layers if name not in STAGE_NAMES]
         if unknown or not layers:
-            raise ValueError(f"hypercolumn layers must be a non-empty subset of {list(STAGE_NAMES)}, got {list(layers)}")
+            raise ValueError(f"hypercolumn layers must be a non-empty subset of {list(STAGE_NAMES)}, got "
+                             f"{list(layers)}")
         if resize not in ("bilinear", "avgpool") or target not in ("last", "first"):
             raise ValueError(f"resize must be 'bilinear' or 'avgpool' and target 'last' or 'first', got {resize!r}, "
                              f"{target!r}")

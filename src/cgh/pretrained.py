@@ -55,7 +55,7 @@ class PretrainedBackbone(nn.Module):
         return self.backbone.arch
 
     def feature_dim(self, kind: str = "global") -> int:
-        channels = dict(zip(STAGE_NAMES, self.backbone.stage_channels))
+        channels = dict(zip(STAGE_NAMES, self.backbone.stage_channels, strict=True))
         if kind == "global" or kind == "hypercolumn_head":
             return self.backbone.num_features
         if kind == "hypercolumn":
@@ -130,7 +130,7 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
     _load_strict(backbone, sd, path, "backbone")
     head = None
     if hyper_sd:
-        channels = dict(zip(STAGE_NAMES, backbone.stage_channels))
+        channels = dict(zip(STAGE_NAMES, backbone.stage_channels, strict=True))
         head = HypercolumnHead(channels, reduce_dim=backbone.num_features, **hyper_kw)
         _load_strict(head, hyper_sd, path, "hypercolumn head")
     model = PretrainedBackbone(backbone, head, hyper_kw.get("layers", ("layer3", "layer4")),

@@ -12,12 +12,13 @@ from cgh import dist
 class FeatureQueue(nn.Module):
     """K unit vectors of dimension D (SPEC 1.5), held in persistent buffers so checkpoints save and restore them.
 
-    Slots start as N(0, 1) draws normalised to unit length. ``push(keys)`` gathers the keys of every process (in rank
-    order, so all processes hold the same queue), writes them at ``[ptr, ptr + B)`` and advances ``ptr`` by B modulo
-    K. K must be a multiple of the global batch B, so a push never straddles the end (the authors assert the same).
-    Two queues pushed with keys of the same images in the same order stay in lockstep: slot j of both refers to the
-    same past image, which makes the global and hypercolumn relation distributions comparable (SPEC 1.5).
-    Reading ``features`` gives a detached copy; push only after the logits of the step have been computed.
+    Slots start as N(0, 1) draws normalised to unit length. ``push(keys)`` gathers the keys of every process (in
+    global row order, so every process holds the queue a single process would hold), writes them at
+    ``[ptr, ptr + B)`` and advances ``ptr`` by B modulo K. K must be a multiple of the global batch B, so a push
+    never straddles the end (the authors assert the same). Two queues pushed with keys of the same images in the
+    same order stay in lockstep: slot j of both refers to the same past image, which makes the global and
+    hypercolumn relation distributions comparable (SPEC 1.5). Reading ``features`` gives a detached copy; push only
+    after the logits of the step have been computed.
     """
 
     def __init__(self, size: int, dim: int):
@@ -44,7 +45,7 @@ class FeatureQueue(nn.Module):
         """Enqueue this process's keys (B_local, D), after gathering every process's keys."""
         if keys.ndim != 2 or keys.shape[1] != self.queue.shape[1]:
             raise ValueError(f"push expects keys of shape (B, {self.queue.shape[1]}), got {tuple(keys.shape)}")
-        keys = dist.all_gather(keys.detach().to(self.queue.dtype))  # (B, D), B = global batch
+        keys = dist.gather_rows(keys.detach().to(self.queue.dtype))  # (B, D), global batch in global row order
         size, b = self.queue.shape[0], keys.shape[0]
         if size % b:
             raise ValueError(f"queue size {size} is not a multiple of the global batch {b}")

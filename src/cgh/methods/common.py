@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cgh import dist
-from cgh.backbone import ResNet, norm_layer_factory
+from cgh.backbone import STAGE_NAMES, ResNet, norm_layer_factory
 from cgh.config import MethodConfig
 from cgh.heads import Encoder, EncoderOutput, HypercolumnHead, mlp
 
@@ -21,7 +21,7 @@ def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_spl
     hyper = None
     if hypercolumn:
         hyper = HypercolumnHead(
-            dict(zip(("layer1", "layer2", "layer3", "layer4"), backbone.stage_channels)),
+            dict(zip(STAGE_NAMES, backbone.stage_channels, strict=True)),
             layers=cfg.hyper_layers,
             reduce_dim=backbone.num_features,
             hid_dim=cfg.hid_dim,
