@@ -1,0 +1,162 @@
+"""Training cost of one step, relative to supervised training: the supplementary's Table 3, measured here.
+
+The paper times one ImageNet epoch of each method on 2 A100s (Table 3: supervised 1.00, MoCo-v2 1.62, ReSSL 1.62,
+BYOL 2.90, CGH 2.01). Here one optimisation step is timed on the same backbone, batch and device for each method:
+forward, backward, optimizer step, and for the self-supervised methods the EMA update, teacher forward and queue
+push. Augmentation is excluded (the views are generated once), so the numbers compare the models, not the loaders.
+
+Measurements interleave the methods round by round (supervised, mocov2, ressl, cgh, supervised, ...) so that a
+slow patch of a shared machine hits every method alike; each method's figure is the median over rounds, and only
+ratios measured in one run are compared. CGH is timed after its InfoNCE warm-up (its steady state); the warm-up
+steps, which add two InfoNCE terms, are reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cgh.backbone import build_backbone
+from cgh.config import Config, load_config, resolve_bn_mode
+from cgh.methods import build_method
+from cgh.train import param_groups, resolve_device
+
+# Supplementary Table 3 (time per epoch relative to supervised, ResNet-50, ImageNet, 2 A100 GPUs, batch 256).
+PAPER_TABLE3 = {"supervised": 1.00, "mocov2": 1.62, "ressl": 1.62, "cgh": 2.01}
+METHOD_NAMES = ("supervised", "mocov2", "ressl", "cgh")
+
+
+class Supervised(nn.Module):
+    """The reference: the same backbone with a linear classifier, cross-entropy on one view."""
+
+    def __init__(self, cfg: Config, num_classes: int = 1000):
+        super().__init__()
+        splits = cfg.model.bn_splits if resolve_bn_mode(cfg.model.bn_mode, 1) == "split" else 1
+        self.student = build_backbone(cfg.model.arch, cfg.model.stem, cfg.model.width, num_classes, splits)
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.student.classify(views[1]), labels)
+
+
+def _step_fn(name: str, cfg: Config, device: torch.device, views: list[torch.Tensor], labels: torch.Tensor,
+             step: int):
+    """A closure running one training step of ``name``, and the model it trains."""
+    if name == "supervised":
+        model = Supervised(cfg).to(device)
+    else:
+        c = copy.deepcopy(cfg)
+        c.method.name = name
+        model = build_method(c, 1, steps_per_epoch=1).to(device)
+    o = cfg.optim
+    opt = torch.optim.SGD(param_groups(model.student, o.weight_decay, o.wd_exclude_norm_bias), lr=1e-3,
+                          momentum=o.momentum)
+    model.train()
+
+    def run_step() -> None:
+        if name == "supervised":
+            loss = model(views, labels)
+        else:
+            loss, _ = model(views, 0.99, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return run_step, model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(cfg: Config, methods=METHOD_NAMES, batch_size: int = 64, warmup: int = 3, repeats: int = 10,
+            device: str = "auto", include_cgh_warmup: bool = True) -> dict[str, Any]:
+    """Median seconds per step of each method (interleaved rounds) and the ratios to supervised."""
+    dev = resolve_device(device)
+    cfg = copy.deepcopy(cfg)
+    size = cfg.data.image_size
+    torch.manual_seed(0)
+    views = [torch.randn(batch_size, 3, size, size, device=dev) for _ in range(2)]
+    labels = torch.randint(0, 1000, (batch_size,), device=dev)
+    cfg.optim.batch_size = batch_size
+    cfg.method.queue_size = max(batch_size, cfg.method.queue_size // batch_size * batch_size)
+    runs = {}
+    for name in methods:
+        # CGH is timed past its loss warm-up (step >= warmup_steps = loss_warmup_epochs * 1 step per epoch)
+        runs[name] = _step_fn(name, cfg, dev, views, labels, step=10 ** 9)[0]
+    if include_cgh_warmup and "cgh" in methods:
+        runs["cgh (loss warm-up)"] = _step_fn("cgh", cfg, dev, views, labels, step=0)[0]
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(warmup + repeats):
+        for name, run_step in runs.items():
+            _sync(dev)
+            start = time.perf_counter()
+            run_step()
+            _sync(dev)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    base = median.get("supervised")
+    rows = []
+    for name, seconds in median.items():
+        rows.append({
+            "method": name, "step_ms": 1000 * seconds, "images_per_s": batch_size / seconds,
+            "relative": seconds / base if base else None, "paper": PAPER_TABLE3.get(name),
+            "spread_ms": 1000 * (max(times[name]) - min(times[name])),
+        })
+    return {
+        "rows": rows,
+        "cgh_over_ressl": median["cgh"] / median["ressl"] if {"cgh", "ressl"} <= set(median) else None,
+        "protocol": {"arch": cfg.model.arch, "stem": cfg.model.stem, "width": cfg.model.width,
+                     "image_size": size, "batch_size": batch_size, "device": str(dev),
+                     "bn_mode": resolve_bn_mode(cfg.model.bn_mode, 1), "bn_splits": cfg.model.bn_splits,
+                     "queue_size": cfg.method.queue_size, "feat_dim": cfg.method.feat_dim,
+                     "hid_dim": cfg.method.hid_dim, "hyper_dim": cfg.method.hyper_dim, "warmup": warmup,
+                     "repeats": repeats, "threads": torch.get_num_threads(), "torch": torch.__version__},
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A Markdown table like the supplementary's Table 3, with this machine's figures."""
+    p = result["protocol"]
+    lines = [
+        f"Training step, {p['arch']} ({p['stem']} stem, width {p['width']}), batch {p['batch_size']} x "
+        f"{p['image_size']} px, {p['device']}, median of {p['repeats']} interleaved rounds",
+        "",
+        "| method | step (ms) | images/s | relative to supervised | paper (Table 3) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        rel = f"{r['relative']:.2f}" if r["relative"] is not None else "-"
+        paper = f"{r['paper']:.2f}" if r["paper"] is not None else "-"
+        lines.append(f"| {r['method']} | {r['step_ms']:.1f} | {r['images_per_s']:.0f} | {rel} | {paper} |")
+    if result["cgh_over_ressl"] is not None:
+        lines += ["", f"CGH / ReSSL = {result['cgh_over_ressl']:.3f} (paper: 2.01 / 1.62 = 1.24)"]
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default="cifar10", help="preset or YAML giving the backbone and heads "
+                   "(default cifar10: ResNet-18, CIFAR stem, 32 px)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    p.add_argument("--repeats", type=int, default=10, help="timed rounds")
+    p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    result = measure(cfg, tuple(args.methods), args.batch_size, args.warmup, args.repeats, args.device)
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0

@@ -1,0 +1,674 @@
+"""The pretraining loop: one method-agnostic function that reads top to bottom (``pretrain``).
+
+Run directory layout:
+    config.yaml          the resolved config
+    metrics.jsonl        one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch")
+    checkpoints/last.pt  written atomically every train.ckpt_every epochs (and train.ckpt_every_steps steps), at
+                         the end, and when stopped by SIGTERM/SIGINT; epoch_NNNN.pt copies every train.keep_every
+
+Schedules are indexed by the global step. Resume restores model, teacher, queues and pointers, optimizer, scaler,
+RNG states of every process and the position in the epoch, so a resumed run ends where an uninterrupted one ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cgh import __version__, dist
+from cgh.augment import NORMALIZATION, AugParams, EvalTransform, ViewAugment, pretrain_views
+from cgh.checkpoint import (
+    FORMAT,
+    VERSION,
+    check_compatible,
+    load_checkpoint,
+    remove_stale_temporaries,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
+from cgh.config import Config, config_from_dict, load_config, resolve_bn_mode, to_yaml
+from cgh.data import build_eval_loader, build_pretrain_loader, open_source
+from cgh.ema import momentum_at
+from cgh.errors import CheckpointError, ConfigError
+from cgh.evaluate.knn import knn_accuracy
+from cgh.methods import build_method
+
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Schedules and optimiser groups
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str,
+          milestone_steps: list[int]) -> float:
+    """Per-iteration learning rate (SPEC 4.1): linear warm-up from exactly 0, then cosine to 0 (or step/constant)."""
+    if step < warmup_steps:
+        return base_lr * step / warmup_steps
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * base_lr * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "step":
+        return base_lr * 0.1 ** sum(step >= m for m in milestone_steps)
+    return base_lr
+
+
+def param_groups(module: nn.Module, weight_decay: float, exclude_norm_bias: bool) -> list[dict[str, Any]]:
+    """Trainable parameters split into decayed and non-decayed groups, by module type (SPEC 7.10: the authors'
+    name match missed the downsample and hypercolumn-head BN weights). Frozen (teacher) parameters are left out."""
+    decay, no_decay = [], []
+    for mod in module.modules():
+        for name, p in mod.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            skip = exclude_norm_bias and (isinstance(mod, NORM_TYPES) or name == "bias")
+            (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small pieces of the run: device, precision, run directory, logging, signals
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device = {name!r} but no CUDA device is available; use train.device=cpu")
+        if name == "cuda":
+            return torch.device("cuda", dist.local_rank())
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device = {name!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.preset or 'custom'}-{cfg.method.name}-{stamp}"
+
+
+class MetricsLog:
+    """Appends JSON lines to metrics.jsonl on rank 0 (a no-op elsewhere)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+
+
+class StopSignal:
+    """SIGTERM/SIGINT set a flag; the loop finishes its step, writes a checkpoint and stops cleanly."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners): no handler
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
+    def requested(self, device: torch.device) -> bool:
+        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=device)
+        return bool(dist.all_reduce_sum(flag).item() > 0) if dist.world_size() > 1 else self.signum is not None
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    epoch: int
+    step: int
+    status: str  # "finished", "stopped" (signal) or "max_steps"
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# kNN monitor
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def extract(encoder: nn.Module, loader, transform: nn.Module, features: str, device: torch.device,
+            amp_dtype: torch.dtype | None, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised features of a labelled split, from the encoder in eval mode (gathered over processes)."""
+    was_training = encoder.training
+    encoder.eval()
+    feats, labels, seen = [], [], 0
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    for images, y in loader:
+        x = transform(images.to(device))
+        with autocast:
+            out = encoder(x, hyper=False)
+        f = out.pooled if features == "backbone" else out.z
+        feats.append(nn.functional.normalize(f.float(), dim=1))
+        labels.append(y.to(device))
+        seen += len(y)
+        if limit and seen >= limit:
+            break
+    encoder.train(was_training)
+    f, y = torch.cat(feats), torch.cat(labels)
+    return dist.all_gather_varlen(f), dist.all_gather_varlen(y)
+
+
+class KnnMonitor:
+    """Weighted kNN accuracy of the student on a labelled split (SPEC 5.1, with the fixes of SPEC 7.4: backbone
+    features by default, no double counting under DDP, STL-10's labelled train split as the bank)."""
+
+    def __init__(self, cfg: Config, device: torch.device, amp_dtype, mean, std):
+        d = cfg.data
+        self.train_src = open_split(cfg, d.eval_train_split)
+        self.test_src = open_split(cfg, d.eval_test_split)
+        for src in (self.train_src, self.test_src):
+            if len(src) == 0 or bool((src.labels < 0).all()):
+                raise ConfigError(f"kNN monitor: split {src.name!r} has no labels; set data.eval_train_split / "
+                                  f"data.eval_test_split to labelled splits or train.knn_every=0")
+        self.num_classes = int(max(self.train_src.labels.max(), self.test_src.labels.max())) + 1
+        size = d.image_size
+        kw = dict(num_workers=d.num_workers, device=device, rank=dist.rank(), world_size=dist.world_size())
+        self.train_loader = build_eval_loader(self.train_src, size, 256, **kw)
+        self.test_loader = build_eval_loader(self.test_src, size, 256, **kw)
+        self.transform = EvalTransform(size, mean, std).to(device)
+        self.cfg, self.device, self.amp_dtype = cfg, device, amp_dtype
+
+    def __call__(self, encoder: nn.Module) -> float:
+        t = self.cfg.train
+        limit = math.ceil(t.knn_max_train / dist.world_size()) if t.knn_max_train else 0
+        bank, bank_y = extract(encoder, self.train_loader, self.transform, t.knn_features, self.device,
+                               self.amp_dtype, limit)
+        test, test_y = extract(encoder, self.test_loader, self.transform, t.knn_features, self.device, self.amp_dtype)
+        return knn_accuracy(bank, bank_y, test, test_y, self.num_classes, t.knn_k, t.knn_t)
+
+
+def source_options(cfg: Config, split: str) -> dict[str, Any]:
+    """Extra arguments of ``open_source`` for a split of the configured dataset (the synthetic set's generator)."""
+    d = cfg.data
+    if d.name == "synthetic":
+        return {"size": d.synthetic_size if split == "train" else d.synthetic_test_size,
+                "image_size": d.synthetic_image_size, "num_classes": d.synthetic_classes, "seed": d.synthetic_seed}
+    return {}
+
+
+def open_split(cfg: Config, split: str):
+    """The configured dataset's ``split`` as a source (cgh.data)."""
+    return open_source(cfg.data.name, cfg.data.path, split, **source_options(cfg, split))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwrite: bool = False) -> RunResult:
+    """Pretrain ``cfg.method.name`` as configured. ``resume``: True (the run in cfg.out_dir), or a run directory or
+    checkpoint path. Returns where the run ended; raises ConfigError / DataError / CheckpointError on bad input."""
+    # ---- processes and device ---------------------------------------------------------------------------------
+    device = resolve_device(cfg.train.device)
+    dist.init_from_env(device)
+    world, rank = dist.world_size(), dist.rank()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    main = rank == 0
+
+    # ---- resume: the run's own config comes from its checkpoint ----------------------------------------------
+    ckpt, ckpt_path = None, None
+    if resume:
+        ckpt_path = _find_checkpoint(resume if resume is not True else cfg.out_dir, cfg)
+        ckpt = load_checkpoint(ckpt_path)
+        cfg = _resumed_config(ckpt, cfg, ckpt_path, main)
+    cfg.validate(world)
+    bn_mode = resolve_bn_mode(cfg.model.bn_mode, world)
+    amp_dtype = resolve_amp(cfg.train.amp, device)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    # ---- run directory ------------------------------------------------------------------------------------------
+    run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
+    if ckpt_path is not None and not cfg.out_dir:
+        run_dir = ckpt_path.parent.parent
+    run_dir = Path(dist.broadcast_object(str(run_dir)))
+    cfg.out_dir = str(run_dir)
+    if main:
+        _prepare_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    dist.barrier()
+    log = MetricsLog(run_dir / "metrics.jsonl", main)
+    ckpt_dir = run_dir / "checkpoints"
+
+    # ---- data: a source, a sampler-backed loader, and the on-device augmentation -----------------------------
+    d, o, t, m = cfg.data, cfg.optim, cfg.train, cfg.method
+    source = open_split(cfg, d.split)
+    specs = pretrain_views(d.image_size, teacher=cfg.aug.teacher_view, weak_scale=tuple(cfg.aug.weak_scale),
+                           strong_scale=tuple(cfg.aug.strong_scale), num_local=m.num_local)
+    loader = build_pretrain_loader(source, specs, o.batch_size, seed=cfg.seed, rank=rank, world_size=world,
+                                   num_workers=d.num_workers, device=device, corrupt=d.corrupt)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"data: {source.name} has {len(source)} images, fewer than one global batch "
+                          f"(optim.batch_size = {o.batch_size})")
+    mean, std = _normalisation(cfg)
+    a = cfg.aug
+    augment = ViewAugment(specs, AugParams(tuple(a.jitter), a.jitter_p, a.grayscale_p, a.blur_p,
+                                           tuple(a.blur_sigma), a.blur_relative, a.flip_p), mean, std).to(device)
+    total_steps = o.epochs * steps_per_epoch
+    stop_step = min(total_steps, t.max_steps) if t.max_steps else total_steps
+
+    # ---- model, optimiser, precision ---------------------------------------------------------------------------
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+    method = build_method(cfg, world, steps_per_epoch).to(device)
+    if bn_mode == "sync" and world > 1:
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    channels_last = t.channels_last and device.type == "cuda"
+    if channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    lr = o.lr * o.batch_size / o.lr_ref_batch  # linear scaling on the *global* batch (SPEC 4.1, 7.16)
+    optimizer = torch.optim.SGD(param_groups(method.student, o.weight_decay, o.wd_exclude_norm_bias), lr=lr,
+                                momentum=o.momentum)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    start_epoch, start_in_epoch, step = 0, 0, 0
+    metrics: dict[str, Any] = {}
+    if ckpt is not None:
+        check_compatible(ckpt, m.name, cfg.model.arch, ckpt_path)
+        _load_states(method, optimizer, scaler, ckpt, ckpt_path, rank)
+        start_epoch, start_in_epoch, step = ckpt["epoch"], ckpt.get("epoch_step", 0), ckpt["step"]
+        metrics = dict(ckpt.get("metrics", {}))
+        del ckpt
+    else:  # per-process streams for the augmentations; the model was initialised identically above
+        torch.manual_seed(cfg.seed + 1000 * rank + 1)
+        random.seed(cfg.seed + rank)
+    if main:
+        remove_stale_temporaries(ckpt_dir)
+
+    model: nn.Module = method
+    if world > 1:
+        ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        # Buffers are not broadcast: the queues are identical on every rank by construction (gathered pushes), and
+        # re-sending a 131072 x 512 queue every step would cost more than the step's gradients.
+        model = nn.parallel.DistributedDataParallel(method, broadcast_buffers=False,
+                                                    find_unused_parameters=method.needs_find_unused, **ddp_kw)
+    if t.compile:
+        method.student.compile()
+        method.teacher.compile()
+    monitor = KnnMonitor(cfg, device, amp_dtype, mean, std) if t.knn_every else None
+
+    # ---- banner and start-up record ------------------------------------------------------------------------------
+    banner = {
+        "cgh": __version__, "torch": torch.__version__, "method": m.name, "arch": cfg.model.arch,
+        "stem": cfg.model.stem, "width": cfg.model.width, "device": str(device), "world_size": world,
+        "batch_per_process": o.batch_size // world, "global_batch": o.batch_size, "lr": lr,
+        "lr_rule": f"{o.lr} x {o.batch_size}/{o.lr_ref_batch}", "bn_mode": bn_mode,
+        "bn_splits": cfg.model.bn_splits if bn_mode == "split" else 1, "queue_size": m.queue_size,
+        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "none", "steps_per_epoch": steps_per_epoch,
+        "epochs": o.epochs, "dataset": f"{source.name} ({len(source)} images)", "views": [s.size for s in specs],
+        "temperatures": _temperatures(cfg), "run_dir": str(run_dir),
+    }
+    if main:
+        _print_banner(banner, resumed_from=ckpt_path, start=(start_epoch, start_in_epoch, step))
+        log.write({"kind": "start", "time": time.time(), "resumed": ckpt_path is not None, **banner})
+    if monitor and step == 0:
+        acc = monitor(method.student)  # epoch 0: the randomly initialised encoder, the curve's first point
+        metrics["knn_top1"] = acc
+        log.write({"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": acc})
+        if main:
+            print(f"epoch 0: kNN top-1 {acc:.2f}% (random init)", flush=True)
+
+    # ---- epochs --------------------------------------------------------------------------------------------------
+    status = "finished"
+    model.train()
+    with StopSignal() as stop:
+        for epoch in range(start_epoch, o.epochs):
+            if step >= stop_step:
+                break
+            loader.set_epoch(epoch)
+            first = start_in_epoch if epoch == start_epoch else 0
+            sums: dict[str, float] = {}
+            count, epoch_start = 0, time.time()
+            bar = _progress(t.progress and main, steps_per_epoch, first, epoch, o.epochs)
+            data_start = time.time()
+            for i, batch in enumerate(loader.iter_from(first), start=first):
+                data_time = time.time() - data_start
+                # ---- schedules, by global step ----------------------------------------------------------------
+                lr_now = lr_at(step, lr, o.warmup_epochs * steps_per_epoch, total_steps, o.schedule,
+                               [e * steps_per_epoch for e in o.milestones])
+                for g in optimizer.param_groups:
+                    g["lr"] = lr_now
+                momentum = momentum_at(m.momentum, m.momentum_schedule, step, total_steps)
+
+                # ---- augment on device, forward, check, backward, step ------------------------------------------
+                with torch.no_grad():
+                    views = augment(batch.views)
+                if channels_last:
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+                    loss, terms = model(views, momentum, step)
+                if not torch.isfinite(loss):
+                    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["loss"]
+                    raise NonFiniteLossError(
+                        f"non-finite loss at epoch {epoch} step {step} (iteration {i} of the epoch): "
+                        f"term(s) {', '.join(bad)} = {', '.join(str(float(terms.get(k, loss))) for k in bad)}; "
+                        f"training stopped, the last good checkpoint ({ckpt_dir / 'last.pt'}) is kept")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+
+                # ---- bookkeeping --------------------------------------------------------------------------------
+                values = {"loss": loss.detach(), **terms}
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+                images = len(batch.labels) * world
+                if main and (step % t.log_every == 0 or step == stop_step):
+                    log.write({"kind": "step", "epoch": epoch, "step": step, "lr": lr_now, "momentum": momentum,
+                               **{k: float(v) for k, v in values.items()}, "data_time": data_time})
+                if bar is not None:
+                    bar.set_postfix_str(" ".join(f"{k} {float(v):.3f}" for k, v in values.items())
+                                        + f" lr {lr_now:.4f} img/s {images / max(1e-9, time.time() - data_start):.0f}"
+                                        + f" data {data_time:.2f}s", refresh=False)
+                    bar.update(1)
+                # ---- stop (signal, max_steps) or periodic mid-epoch checkpoint --------------------------------
+                done_epoch = i + 1 == steps_per_epoch
+                if stop.requested(device):
+                    status = "stopped"
+                elif step >= stop_step and step < total_steps:
+                    status = "max_steps"
+                periodic = t.ckpt_every_steps and step % t.ckpt_every_steps == 0
+                if not done_epoch and (status != "finished" or periodic):
+                    _save(ckpt_dir, method, optimizer, scaler, cfg, epoch, i + 1, step, metrics, world, main)
+                if status != "finished":
+                    break
+                data_start = time.time()
+            if bar is not None:
+                bar.close()
+            if count == 0:
+                continue
+            epoch_done = i + 1 == steps_per_epoch
+
+            # ---- end of epoch: corrupt files, kNN monitor, record, checkpoint ---------------------------------
+            record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1 if epoch_done else epoch, "step": step,
+                                      "lr": lr_now, **{k: v / count for k, v in sums.items()},
+                                      "time": time.time() - epoch_start,
+                                      "img_per_s": count * o.batch_size / max(1e-9, time.time() - epoch_start)}
+            if getattr(loader, "bad_files", None):
+                record["bad_files"] = len(loader.bad_files)
+                if main:
+                    print(f"epoch {epoch + 1}: skipped {len(loader.bad_files)} corrupt image(s), e.g. "
+                          f"{loader.bad_files[:3]}", file=sys.stderr, flush=True)
+            if epoch_done:
+                last = epoch + 1 == o.epochs or step >= stop_step
+                if monitor and ((epoch + 1) % t.knn_every == 0 or last):
+                    record["knn_top1"] = metrics["knn_top1"] = monitor(method.student)
+                metrics.update({k: record[k] for k in ("loss",) if k in record})
+                log.write(record)
+                if main:
+                    print(_epoch_line(record, o.epochs), flush=True)
+                if last or (epoch + 1) % t.ckpt_every == 0 or status == "stopped" or (
+                        t.keep_every and (epoch + 1) % t.keep_every == 0):
+                    _save(ckpt_dir, method, optimizer, scaler, cfg, epoch + 1, 0, step, metrics, world, main,
+                          keep=bool(t.keep_every and (epoch + 1) % t.keep_every == 0))
+            else:
+                log.write(record)
+            if status != "finished":
+                break
+
+    if main:
+        where = ckpt_dir / "last.pt"
+        if status == "stopped":
+            print(f"stopped by signal at step {step}; checkpoint {where}; continue with: "
+                  f"cgh pretrain --resume {run_dir}", flush=True)
+        else:
+            print(f"done: {step} steps, checkpoint {where}", flush=True)
+        log.write({"kind": "end", "status": status, "step": step, "time": time.time(), **metrics})
+    dist.barrier()
+    return RunResult(run_dir, step // steps_per_epoch, step, status, metrics)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint plumbing
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epoch: int, epoch_step: int, step: int,
+          metrics: dict[str, Any], world: int, main: bool, keep: bool = False) -> None:
+    """Gather every process's RNG state and write last.pt (and a numbered copy) on rank 0."""
+    states = [rng_state()]
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, states[0])
+        states = gathered
+    if main:
+        ckpt = {
+            "format": FORMAT, "version": VERSION, "cgh_version": __version__, "config": cfg.to_dict(),
+            "method": cfg.method.name, "arch": cfg.model.arch, "epoch": epoch, "epoch_step": epoch_step,
+            "step": step, "world_size": world, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "rng": states, "metrics": metrics,
+        }
+        save_atomic(ckpt, ckpt_dir / "last.pt")
+        if keep:
+            shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / f"epoch_{epoch:04d}.pt")
+    dist.barrier()
+
+
+def _load_states(method, optimizer, scaler, ckpt: dict[str, Any], path: Path, rank: int) -> None:
+    try:
+        method.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path} does not fit the configured model: {str(e).splitlines()[0]}") from None
+    states = ckpt.get("rng") or []
+    if len(states) > rank:
+        set_rng_state(states[rank])
+
+
+def _find_checkpoint(target: str | os.PathLike, cfg: Config) -> Path:
+    if not target:
+        raise ConfigError("--resume needs a run directory: give it as --resume RUN_DIR or set out_dir=RUN_DIR")
+    p = Path(target)
+    if p.is_dir():
+        p = p / "checkpoints" / "last.pt"
+    if not p.exists():
+        raise CheckpointError(f"nothing to resume: {p} does not exist")
+    return p
+
+
+# Keys that may change on resume without touching the optimisation (everything else must match).
+RESUME_SAFE = ("train.device", "train.progress", "train.log_every", "train.knn_every", "train.knn_max_train",
+               "train.ckpt_every", "train.ckpt_every_steps", "train.keep_every", "train.max_steps",
+               "data.num_workers", "data.path", "out_dir", "train.compile")
+
+
+def _resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) -> Config:
+    """The checkpoint's config, with the user's overrides applied where they do not break exactness."""
+    cfg = config_from_dict(ckpt["config"], origin=str(path))
+    saved, new = _flat(cfg.to_dict()), _flat(given.to_dict())
+    defaults = _flat(Config().to_dict())
+    for key, value in new.items():
+        if value == defaults.get(key) or value == saved.get(key) or key == "preset":
+            continue
+        if key in RESUME_SAFE or key == "optim.epochs":
+            _set(cfg, key, value)
+            if main and key == "optim.epochs":
+                print(f"note: optim.epochs changed on resume ({saved[key]} -> {value}): the lr schedule changes",
+                      flush=True)
+        else:
+            raise ConfigError(f"cannot change {key} when resuming ({saved.get(key)!r} in {path}, {value!r} given); "
+                              f"keys that may change: {', '.join(RESUME_SAFE + ('optim.epochs',))}")
+    return cfg
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _set(cfg: Config, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = cfg
+    for p in parents:
+        node = getattr(node, p)
+    setattr(node, leaf, value)
+
+
+def _prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool) -> None:
+    existing = run_dir.exists() and any(run_dir.iterdir())
+    if existing and not resuming:
+        if not overwrite:
+            raise ConfigError(f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
+                              f"it, --overwrite to replace it, or choose another out_dir")
+        for name in ("checkpoints", "metrics.jsonl", "config.yaml"):
+            p = run_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Printing
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _normalisation(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    d = cfg.data
+    default_mean, default_std = NORMALIZATION.get(d.name, NORMALIZATION["imagenet"])
+    return tuple(d.mean or default_mean), tuple(d.std or default_std)
+
+
+def _temperatures(cfg: Config) -> dict[str, float]:
+    m = cfg.method
+    if m.name == "mocov2":
+        return {"infonce": m.temperature}
+    temps = {"teacher_global": m.temp_teacher_global, "student_global": m.temp_student_global}
+    if m.name == "cgh":
+        temps.update(teacher_hyper=m.temp_teacher_hyper, student_hyper=m.temp_student_hyper, infonce=m.temperature)
+    return temps
+
+
+def _print_banner(b: dict[str, Any], resumed_from, start) -> None:
+    lines = [
+        f"cgh {b['cgh']} (torch {b['torch']}): pretraining {b['method']} on {b['dataset']}",
+        f"  model      {b['arch']} ({b['stem']} stem, width {b['width']}), views {b['views']} px",
+        f"  processes  {b['world_size']} x {b['batch_per_process']} = global batch {b['global_batch']} on "
+        f"{b['device']}, amp {b['amp']}",
+        f"  lr         {b['lr']:.4g} ({b['lr_rule']}), {b['epochs']} epochs x {b['steps_per_epoch']} steps",
+        f"  BN         {b['bn_mode']}" + (f" ({b['bn_splits']} splits)" if b["bn_mode"] == "split" else ""),
+        f"  queue      {b['queue_size']} slots; temperatures {b['temperatures']}",
+        f"  run dir    {b['run_dir']}",
+    ]
+    if resumed_from:
+        lines.append(f"  resumed    from {resumed_from} at epoch {start[0]}, step {start[2]}")
+    print("\n".join(lines), flush=True)
+
+
+def _epoch_line(r: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {r['epoch']}/{epochs}", f"loss {r['loss']:.4f}"]
+    parts += [f"{k} {r[k]:.4f}" for k in ("hyper", "csist", "nce", "relation") if k in r]
+    if "knn_top1" in r:
+        parts.append(f"kNN top-1 {r['knn_top1']:.2f}%")
+    parts.append(f"{r['img_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+def _progress(enabled: bool, total: int, initial: int, epoch: int, epochs: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+                mininterval=1.0, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None,
+                   help="preset name (cifar10, cifar100, stl10, tinyimagenet, imagenet, imagenet_multicrop, demo) "
+                        "or a YAML file; optional with --resume")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. optim.epochs=5 data.path=/data/cifar out_dir=runs/a")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR|CKPT",
+                   help="continue a run exactly from its last checkpoint (the run in out_dir when no path is given)")
+    p.add_argument("--overwrite", action="store_true", help="replace the contents of an existing run directory")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    source = args.config
+    if source and "=" in source:  # `cgh pretrain --resume RUN key=value`: no config, only overrides
+        overrides.insert(0, source)
+        source = None
+    if source is None and not args.resume:
+        raise ConfigError("give a preset name or YAML file (e.g. `cgh pretrain cifar10`), or --resume RUN_DIR")
+    cfg = load_config(source, overrides)
+    if args.print_config:
+        cfg.validate(dist.world_size() if dist.launched_by_torchrun() else 1)
+        print(to_yaml(cfg), end="")
+        return 0
+    try:
+        result = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
+    finally:
+        dist.shutdown()
+    if result.status == "stopped":
+        return 143
+    return 0

@@ -1,0 +1,100 @@
+import pytest
+
+from cgh.config import Config, load_config, parse_overrides, preset_names, to_yaml
+from cgh.errors import ConfigError
+
+PRESETS = ["cifar10", "cifar100", "stl10", "tinyimagenet", "imagenet", "imagenet_multicrop", "demo"]
+
+
+def test_all_presets_exist_and_validate():
+    assert set(PRESETS) <= set(preset_names())
+    for name in PRESETS:
+        cfg = load_config(name)
+        cfg.validate(world_size=1)
+        assert cfg.preset == name
+
+
+@pytest.mark.parametrize("method", ["cgh", "ressl", "mocov2"])
+def test_presets_take_every_method(method):
+    load_config("cifar10", [f"method.name={method}"]).validate()
+
+
+def test_imagenet_preset_carries_the_authors_numbers():
+    m, o = load_config("imagenet").method, load_config("imagenet").optim
+    assert (m.queue_size, m.momentum, m.feat_dim, m.hid_dim, m.hyper_dim) == (131072, 0.999, 512, 4096, 512)
+    assert (m.temp_teacher_global, m.temp_student_global, m.temp_teacher_hyper, m.temp_student_hyper) == (
+        0.04, 0.1, 0.08, 0.08)
+    assert (o.lr, o.batch_size, o.epochs, o.weight_decay, o.warmup_epochs) == (0.05, 256, 200, 1e-4, 5)
+    assert load_config("imagenet_multicrop").method.num_local == 4
+
+
+def test_overrides_are_typed():
+    cfg = load_config("cifar10", ["optim.lr=0.1", "optim.epochs=3", "method.hyper_layers=[layer2,layer4]",
+                                  "train.compile=true", "out_dir=runs/x", "data.mean=[0.5,0.5,0.5]"])
+    assert cfg.optim.lr == 0.1 and cfg.optim.epochs == 3 and cfg.train.compile is True
+    assert cfg.method.hyper_layers == ["layer2", "layer4"] and cfg.out_dir == "runs/x"
+    assert cfg.data.mean == [0.5, 0.5, 0.5]
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0  # an int is a valid float
+    assert load_config(None, ["method.hyper_layers=layer4"]).method.hyper_layers == ["layer4"]
+
+
+def test_unknown_keys_suggest_the_nearest():
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*did you mean 'optim\.lr'"):
+        load_config("cifar10", ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"method\.queue_siz.*method\.queue_size"):
+        load_config(None, ["method.queue_siz=10"])
+    with pytest.raises(ConfigError, match="unknown preset 'cifar1'.*cifar10"):
+        load_config("cifar1")
+
+
+def test_wrong_types_are_named():
+    with pytest.raises(ConfigError, match=r"optim\.epochs = 'ten': expected an integer"):
+        load_config(None, ["optim.epochs=ten"])
+    with pytest.raises(ConfigError, match=r"train\.compile.*true or false"):
+        load_config(None, ["train.compile=maybe"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["optim.lr"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(None, ["seed.x=1"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("method.temp_teacher_global=0", r"method\.temp_teacher_global = 0\.0: expected a positive number"),
+    ("method.temp_student_hyper=-0.1", "temp_student_hyper"),
+    ("optim.lr=0", r"optim\.lr"),
+    ("method.queue_size=1000", r"method\.queue_size = 1000: expected a multiple of the global batch.*256"),
+    ("method.hyper_layers=[layer3,layer5]", r"'layer5' is not a stage"),
+    ("method.name=simclr", r"method\.name = 'simclr'"),
+    ("model.bn_splits=3", r"model\.bn_splits = 3: expected a divisor of the per-process batch"),
+    ("method.momentum=1.5", r"method\.momentum"),
+    ("aug.weak_scale=[0.5,0.2]", r"aug\.weak_scale"),
+])
+def test_invalid_values_are_named(override, message):
+    cfg = load_config("cifar10", [override])
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
+
+
+def test_batch_must_split_over_processes():
+    cfg = load_config("cifar10", ["optim.batch_size=256"])
+    cfg.validate(world_size=4)
+    with pytest.raises(ConfigError, match="multiple of the number of processes"):
+        cfg.validate(world_size=3)
+
+
+def test_yaml_file_and_round_trip(tmp_path):
+    cfg = load_config("demo", ["optim.epochs=2"])
+    path = tmp_path / "c.yaml"
+    path.write_text(to_yaml(cfg))
+    again = load_config(str(path))
+    assert again.to_dict() == cfg.to_dict()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [1, 2")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_defaults_are_complete_and_valid():
+    Config().validate()
