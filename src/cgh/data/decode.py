@@ -1,0 +1,162 @@
+"""Decoding image files with Pillow, and the torchvision geometry we re-implement on it (torchvision does not import
+on the development machines, DESIGN.md section 3).
+
+- :func:`load_image`: decode one file as RGB, DataError naming the file when it is not an image or is truncated.
+- :func:`random_resized_crop_box`: torchvision ``RandomResizedCrop.get_params`` (10 tries, then a centre crop).
+- :func:`resize_center_crop`: torchvision ``Resize(short)`` followed by ``CenterCrop(size)`` (SPEC 3.4).
+- :func:`decode_all`: decode a list of files into one uint8 tensor (Tiny-ImageNet, small folders), with loader
+  workers, a progress bar and an optional on-disk cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from cgh.errors import DataError
+
+# Bumped whenever the pixels decode_all produces could change, so that stale caches are never read.
+_CACHE_VERSION = 1
+
+
+def load_image(path: str) -> Image.Image:
+    """Decode ``path`` fully (Pillow opens lazily: ``convert`` forces the decode, so a truncated file fails here and
+    not later in a worker's resize) and return an RGB image."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per codec
+        raise DataError(f"cannot decode image {path}: {type(e).__name__}: {e}") from e
+
+
+def to_uint8_chw(img: Image.Image) -> torch.Tensor:
+    """RGB Pillow image -> (3, H, W) uint8 tensor."""
+    hwc = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())  # (H, W, 3)
+    return hwc.permute(2, 0, 1).contiguous()  # (3, H, W)
+
+
+def random_resized_crop_box(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float], rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """torchvision ``RandomResizedCrop.get_params``, drawing from ``rng``: returns (top, left, h, w).
+
+    Ten attempts at an area uniform in ``scale`` x image area and a log-uniform aspect ratio in ``ratio``; if none
+    fits, the largest centred crop whose aspect ratio is clamped to ``ratio``.
+    """
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w = width
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        h = height
+        w = int(round(h * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def crop_resize(img: Image.Image, box: tuple[int, int, int, int], size: int) -> Image.Image:
+    """torchvision ``F.resized_crop`` on a PIL image: crop (top, left, h, w) and resize to size x size, bilinear.
+    Pillow's ``resize(box=...)`` does both in one pass with its antialiasing filter, like torchvision's PIL path."""
+    top, left, h, w = box
+    return img.resize((size, size), resample=Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+
+
+def resize_center_crop(img: Image.Image, short: int, size: int) -> Image.Image:
+    """torchvision ``Resize(short)`` (bilinear; shorter side to ``short``, longer side truncated as torchvision does)
+    then ``CenterCrop(size)`` (offsets rounded as torchvision does). ``short`` must be >= ``size``."""
+    w, h = img.size
+    if min(w, h) != short:
+        if w <= h:
+            new_w, new_h = short, int(short * h / w)
+        else:
+            new_w, new_h = int(short * w / h), short
+        img = img.resize((new_w, new_h), resample=Image.Resampling.BILINEAR)
+    w, h = img.size
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    if (w, h) == (size, size):
+        return img
+    return img.crop((left, top, left + size, top + size))
+
+
+class _DecodeDataset(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str], size: int):
+        self.paths = paths
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = resize_center_crop(load_image(self.paths[i]), self.size, self.size)
+        return to_uint8_chw(img)  # (3, size, size)
+
+
+def default_decode_workers() -> int:
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _cache_file(cache_dir: str, paths: list[str], size: int) -> str:
+    """Cache name from the files' names, sizes and modification times, so that an edited dataset is re-decoded."""
+    digest = hashlib.sha256(f"v{_CACHE_VERSION} size={size} n={len(paths)}\n".encode())
+    for p in paths:
+        st = os.stat(p)
+        digest.update(f"{os.path.abspath(p)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return os.path.join(os.path.expanduser(cache_dir), f"decoded-{size}px-{digest.hexdigest()[:20]}.npy")
+
+
+def decode_all(
+    paths: list[str], size: int, *, num_workers: int | None = None, desc: str = "decoding",
+    cache_dir: str | None = None,
+) -> torch.Tensor:
+    """Decode every file to RGB, resize its shorter side to ``size`` and centre-crop ``size`` (a size x size image is
+    kept as is; grayscale and palette images become RGB). Returns (N, 3, size, size) uint8.
+
+    Decoding runs in a torch DataLoader with ``num_workers`` processes (default min(8, cores)) behind a tqdm bar. With
+    ``cache_dir`` (e.g. ``~/.cache/cgh``) the result is saved as an .npy file keyed on the files' names, sizes and
+    mtimes, and loaded instead of decoding next time. An undecodable file raises DataError naming it.
+    """
+    if size < 1:
+        raise DataError(f"image_size must be a positive number of pixels, got {size}")
+    cache_path = _cache_file(cache_dir, paths, size) if cache_dir else None
+    if cache_path and os.path.exists(cache_path):
+        try:
+            cached = np.load(cache_path, mmap_mode=None, allow_pickle=False)
+            if cached.dtype == np.uint8 and cached.shape == (len(paths), 3, size, size):
+                return torch.from_numpy(cached)
+        except (OSError, ValueError) as e:
+            warnings.warn(f"ignoring unreadable decode cache {cache_path}: {e}", stacklevel=2)
+    workers = default_decode_workers() if num_workers is None else num_workers
+    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)  # (N, 3, S, S)
+    loader = torch.utils.data.DataLoader(_DecodeDataset(paths, size), batch_size=256, num_workers=workers)
+    pos = 0
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=None) as bar:
+        for chunk in loader:  # (b, 3, S, S)
+            out[pos:pos + len(chunk)] = chunk
+            pos += len(chunk)
+            bar.update(len(chunk))
+    if cache_path:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        tmp = f"{cache_path}.{os.getpid()}.tmp.npy"
+        np.save(tmp, out.numpy())
+        os.replace(tmp, cache_path)  # atomic: a concurrent reader never sees a half-written cache
+    return out

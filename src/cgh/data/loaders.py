@@ -1,0 +1,381 @@
+"""Batching: the distributed sampler, the pretraining loader and the evaluation loader.
+
+Exactness (DESIGN.md section 5, "exact resume" and "same result on 1 or N processes"):
+- every epoch draws ONE permutation of the dataset from ``seed + epoch``, the same on every rank; global batch i is
+  ``perm[i*G:(i+1)*G]`` and rank r takes its r-th contiguous chunk. So one process with batch G sees exactly the
+  union, in rank order, of what W processes with G/W each see, and resuming at step s replays the same batches;
+- file-source crops draw from a per-sample RNG seeded by (seed, epoch, index): they do not depend on the worker that
+  decodes them, on the number of workers, nor on where a run was resumed.
+
+Array sources (CIFAR, STL-10, Tiny-ImageNet, npz, synthetic) have no per-sample Python work: the step's index tensor
+selects rows of the uint8 array, and the batch goes to the device as one tensor of full images, whose crops and
+colour augmentation are done on the device (``cgh.augment``). File sources (ImageNet, large folders) are decoded once
+per sample in DataLoader workers, which cut one uint8 RandomResizedCrop per :class:`ViewSpec` (torchvision's
+parameter algorithm re-implemented on Pillow); colour and flip augmentation are still done on the device.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cgh.augment import ViewSpec
+from cgh.data.base import FileSource, Source
+from cgh.data.decode import crop_resize, load_image, random_resized_crop_box, resize_center_crop, to_uint8_chw
+from cgh.errors import DataError
+
+CORRUPT_MODES = ("skip", "error")
+
+
+class Batch(NamedTuple):
+    """One training step's data on the target device.
+
+    views: uint8 (B, 3, H, W) tensors: ONE tensor of full images for an array source (cropped on the device later),
+        or one tensor per ViewSpec for a file source (cropped in the loader workers).
+    labels: (B,) int64, -1 for unlabelled images.
+    index: (B,) int64 dataset indices (of the replacement, where a corrupt file was replaced).
+    bad_files: paths of the corrupt files of this batch that were replaced by another sample of the batch.
+    """
+
+    views: list[torch.Tensor]
+    labels: torch.Tensor
+    index: torch.Tensor
+    bad_files: list[str]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sampler
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class GlobalBatchSampler:
+    """This rank's dataset indices for each step of an epoch.
+
+    Each epoch uses one permutation ``torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))``
+    (``arange(n)`` when ``shuffle`` is False), identical on every rank. Global batch i is ``perm[i*G:(i+1)*G]`` and
+    rank r gets its contiguous chunk ``[r*m//W : (r+1)*m//W]`` where m is the global batch's size: G/W samples per rank
+    for a full batch. ``global_batch`` must be divisible by ``world_size``.
+
+    With ``drop_last`` (pretraining) the final partial global batch is dropped. Without it (evaluation) it is kept and
+    split by the same formula, so ranks get chunks whose sizes differ by at most one (some may be empty when it holds
+    fewer than W samples); every rank has the same number of steps and every sample is seen exactly once.
+
+    Resuming mid-epoch: ``iter_from(step)`` yields the steps from ``step`` on, equal to the tail of a full
+    iteration; ``__iter__`` starts at the attribute ``start_step`` (0 by default, reset to 0 by ``set_epoch``).
+    """
+
+    def __init__(self, n: int, global_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = True):
+        if n < 0:
+            raise DataError(f"dataset size must be >= 0, got {n}")
+        if global_batch < 1:
+            raise DataError(f"global batch size must be >= 1, got {global_batch}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f"rank must lie in 0..world_size-1, got rank {rank} of world size {world_size}")
+        if global_batch % world_size:
+            raise DataError(f"global batch {global_batch} is not divisible by the world size {world_size}; "
+                            f"every process must get the same batch")
+        self.n, self.global_batch, self.rank, self.world_size = n, global_batch, rank, world_size
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.epoch = 0
+        self.start_step = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.start_step = 0
+
+    def __len__(self) -> int:
+        return self.n // self.global_batch if self.drop_last else math.ceil(self.n / self.global_batch)
+
+    def order(self) -> torch.Tensor:
+        """This epoch's dataset order: (n,) int64, the same on every rank."""
+        if not self.shuffle:
+            return torch.arange(self.n)
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
+    def rank_range(self, step: int) -> tuple[int, int]:
+        """Positions [lo, hi) in this epoch's order that this rank takes at ``step``."""
+        start = step * self.global_batch
+        m = min(self.global_batch, self.n - start)  # size of this global batch (smaller only for the last one)
+        return start + self.rank * m // self.world_size, start + (self.rank + 1) * m // self.world_size
+
+    def index_tensors(self, step: int = 0) -> Iterator[torch.Tensor]:
+        """Like ``iter_from`` but yields (b,) int64 tensors (no Python lists, for array sources)."""
+        order = self.order()
+        for s in range(max(step, 0), len(self)):
+            lo, hi = self.rank_range(s)
+            yield order[lo:hi]
+
+    def iter_from(self, step: int = 0) -> Iterator[list[int]]:
+        for idx in self.index_tensors(step):
+            yield idx.tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self.iter_from(self.start_step)
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        if not x.is_pinned():
+            x = x.pin_memory()  # page-locked, so that the copy below is asynchronous
+        return x.to(device, non_blocking=True)
+    return x.to(device)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Worker side of file sources
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _FileDataset(Dataset):
+    """Shared by the pretraining and evaluation datasets: the paths as one numpy bytes array (not a list of str:
+    forked workers would touch every str's refcount and copy the list's memory, the well-known DataLoader "leak")."""
+
+    def __init__(self, source: FileSource):
+        self.root = source.root
+        self.paths = np.array([p.encode("utf-8") for p in source.paths], dtype=np.bytes_)
+        self.labels = source.labels.numpy().copy()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, i: int) -> str:
+        return os.path.join(self.root, self.paths[i].decode("utf-8"))
+
+
+class _CropDataset(_FileDataset):
+    """Item (epoch, index) -> one (3, size, size) uint8 crop per ViewSpec, or the path of an undecodable file."""
+
+    def __init__(self, source: FileSource, specs: list[ViewSpec], seed: int, corrupt: str):
+        super().__init__(source)
+        self.specs, self.seed, self.corrupt = list(specs), seed, corrupt
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Any, ...]:
+        epoch, i = item
+        path = self.path(i)
+        try:
+            img = load_image(path)
+        except DataError:
+            if self.corrupt == "error":
+                raise
+            return (None, path)
+        # Per-sample RNG: (seed, epoch, index) -> the same crops whatever worker decodes it and wherever we resumed.
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFFFFFFFFFF, epoch, i])
+        width, height = img.size
+        crops = []
+        for spec in self.specs:
+            box = random_resized_crop_box(width, height, spec.scale, spec.ratio, rng)
+            crops.append(to_uint8_chw(crop_resize(img, box, spec.size)))  # (3, size, size)
+        return (crops, int(self.labels[i]), i)
+
+
+class _CollateCrops:
+    """Stack a batch of crops, replacing each corrupt sample by the next valid one of the same batch (cyclically),
+    so that the batch size stays fixed (the queue and the BN splits depend on it)."""
+
+    def __init__(self, specs: list[ViewSpec]):
+        self.sizes = [s.size for s in specs]
+
+    def __call__(self, samples: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+        valid = [k for k, s in enumerate(samples) if s[0] is not None]
+        bad = [s[1] for s in samples if s[0] is None]
+        if samples and not valid:
+            raise DataError(f"every image of a batch of {len(samples)} failed to decode, e.g. {', '.join(bad[:3])}; "
+                            f"check the dataset files")
+        filled = []
+        for k, s in enumerate(samples):
+            if s[0] is None:
+                s = samples[next((v for v in valid if v > k), valid[0])]
+            filled.append(s)
+        views = [torch.stack([s[0][v] for s in filled]) if filled else torch.empty((0, 3, n, n), dtype=torch.uint8)
+                 for v, n in enumerate(self.sizes)]  # each (B, 3, size, size)
+        labels = torch.tensor([s[1] for s in filled], dtype=torch.int64)  # (B,)
+        index = torch.tensor([s[2] for s in filled], dtype=torch.int64)  # (B,)
+        return views, labels, index, bad
+
+
+class _EpochTaggedSampler:
+    """The GlobalBatchSampler's batches as (epoch, index) pairs, so that workers (which hold their own copy of the
+    dataset, kept alive across epochs with persistent workers) know the epoch of each sample."""
+
+    def __init__(self, sampler: GlobalBatchSampler):
+        self.sampler = sampler
+        self.start = 0
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.sampler.epoch
+        for batch in self.sampler.iter_from(self.start):
+            yield [(epoch, i) for i in batch]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pretraining loader
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class PretrainLoader:
+    """Batches of one epoch for pretraining; see :func:`build_pretrain_loader`.
+
+    ``set_epoch(e)`` before each epoch (it also empties ``bad_files``, the per-epoch list of corrupt files replaced
+    so far); ``iter_from(step)`` resumes mid-epoch exactly; ``len()`` is the number of steps per epoch.
+    """
+
+    def __init__(self, source: Source, specs: list[ViewSpec], sampler: GlobalBatchSampler, *, num_workers: int,
+                 device: torch.device, corrupt: str):
+        self.source, self.specs, self.sampler, self.device = source, list(specs), sampler, device
+        self.bad_files: list[str] = []
+        self._loader: DataLoader | None = None
+        if isinstance(source, FileSource):
+            self._tagged = _EpochTaggedSampler(sampler)
+            self._loader = DataLoader(
+                _CropDataset(source, specs, sampler.seed, corrupt), batch_sampler=self._tagged,
+                num_workers=num_workers, collate_fn=_CollateCrops(specs), pin_memory=device.type == "cuda",
+                persistent_workers=num_workers > 0,
+            )
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.bad_files = []
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iter_from(0)
+
+    def iter_from(self, step: int = 0) -> Iterator[Batch]:
+        if self._loader is None:
+            yield from self._iter_array(step)
+            return
+        self._tagged.start = step
+        for views, labels, index, bad in self._loader:
+            self.bad_files += bad
+            yield Batch([_to_device(v, self.device) for v in views], _to_device(labels, self.device),
+                        _to_device(index, self.device), bad)
+
+    def _iter_array(self, step: int) -> Iterator[Batch]:
+        images, labels = self.source.images, self.source.labels
+        for idx in self.sampler.index_tensors(step):  # (B,) int64
+            x = images.index_select(0, idx)  # (B, 3, H, W) uint8, full images: the crops are done on the device
+            yield Batch([_to_device(x, self.device)], _to_device(labels[idx], self.device),
+                        _to_device(idx, self.device), [])
+
+
+def build_pretrain_loader(
+    source: Source, specs: list[ViewSpec], global_batch: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+    num_workers: int = 0, device: str | torch.device = "cpu", corrupt: str = "skip",
+) -> PretrainLoader:
+    """The pretraining loader: shuffled global batches of ``global_batch`` (``global_batch / world_size`` per rank),
+    the final partial batch dropped (see :class:`GlobalBatchSampler`).
+
+    Array sources yield ``Batch.views == [full images]``; file sources yield one crop tensor per ViewSpec, decoded in
+    ``num_workers`` processes (persistent across epochs). ``corrupt="skip"`` replaces an undecodable file by another
+    sample of its batch and records its path (``Batch.bad_files`` and ``loader.bad_files``); ``corrupt="error"``
+    raises a DataError naming it. A batch whose every file is corrupt is always an error.
+    """
+    if corrupt not in CORRUPT_MODES:
+        raise DataError(f"corrupt must be one of {', '.join(CORRUPT_MODES)}, got {corrupt!r}")
+    specs = list(specs)
+    if not specs or not all(isinstance(s, ViewSpec) for s in specs):
+        raise DataError(f"specs must be a non-empty list of ViewSpec, got {specs!r}")
+    if num_workers < 0:
+        raise DataError(f"num_workers must be >= 0, got {num_workers}")
+    sampler = GlobalBatchSampler(len(source), global_batch, rank, world_size, seed, shuffle=True, drop_last=True)
+    if len(sampler) == 0:
+        raise DataError(f"{source.name} has {len(source)} images, fewer than one global batch of {global_batch}; "
+                        f"lower the batch size")
+    return PretrainLoader(source, specs, sampler, num_workers=num_workers, device=torch.device(device),
+                          corrupt=corrupt)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation loader
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _EvalDataset(_FileDataset):
+    """Index -> (3, S, S) uint8: Resize(int(S*8/7)) for S >= 224, else Resize(S), then CenterCrop(S) (SPEC 3.4)."""
+
+    def __init__(self, source: FileSource, image_size: int):
+        super().__init__(source)
+        self.size = image_size
+        self.short = int(image_size * 8 / 7) if image_size >= 224 else image_size
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = resize_center_crop(load_image(self.path(i)), self.short, self.size)  # DataError names a corrupt file
+        return to_uint8_chw(img), int(self.labels[i])
+
+
+class _CollateEval:
+    def __init__(self, image_size: int):
+        self.size = image_size
+
+    def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not samples:  # this rank's share of a final batch smaller than the world size
+            return torch.empty((0, 3, self.size, self.size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+        return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
+
+
+class EvalLoader:
+    """(images uint8 (B, 3, H, W), labels (B,) int64) on the device, in dataset order, every sample once over the
+    ranks; see :func:`build_eval_loader`."""
+
+    def __init__(self, source: Source, image_size: int, sampler: GlobalBatchSampler, *, num_workers: int,
+                 device: torch.device):
+        self.source, self.sampler, self.device = source, sampler, device
+        self._loader: DataLoader | None = None
+        if isinstance(source, FileSource):
+            self._loader = DataLoader(
+                _EvalDataset(source, image_size), batch_sampler=sampler, num_workers=num_workers,
+                collate_fn=_CollateEval(image_size), pin_memory=device.type == "cuda",
+            )
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._loader is not None:
+            for images, labels in self._loader:
+                yield _to_device(images, self.device), _to_device(labels, self.device)
+            return
+        for step in range(len(self.sampler)):
+            lo, hi = self.sampler.rank_range(step)  # no shuffle: positions are dataset indices, a contiguous slice
+            yield (_to_device(self.source.images[lo:hi], self.device),  # (B, 3, H, W) at native size
+                   _to_device(self.source.labels[lo:hi], self.device))
+
+
+def build_eval_loader(
+    source: Source, image_size: int, batch_size: int, *, num_workers: int = 0, device: str | torch.device = "cpu",
+    rank: int = 0, world_size: int = 1,
+) -> EvalLoader:
+    """Evaluation batches in dataset order, each sample exactly once.
+
+    ``batch_size`` is per process: with W processes, step i covers samples [i*B*W, (i+1)*B*W) and rank r takes the
+    r-th contiguous chunk of it (the final, smaller global batch is split as evenly as possible, possibly leaving a
+    rank an empty batch, so that all ranks run the same number of steps). Array sources are sliced at their native
+    size (resizing, if any, is done on the device); file sources are resized and centre-cropped to ``image_size`` in
+    ``num_workers`` workers (SPEC 3.4), and an undecodable file is a DataError naming it (an evaluation must not
+    silently change its test set).
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    if image_size < 1:
+        raise DataError(f"image_size must be >= 1, got {image_size}")
+    if num_workers < 0:
+        raise DataError(f"num_workers must be >= 0, got {num_workers}")
+    sampler = GlobalBatchSampler(len(source), batch_size * world_size, rank, world_size, shuffle=False,
+                                 drop_last=False)
+    return EvalLoader(source, image_size, sampler, num_workers=num_workers, device=torch.device(device))
