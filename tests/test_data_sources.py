@@ -428,6 +428,8 @@ def test_folder_labelled_flat_and_split_placeholder(tmp_path):
     assert isinstance(mem, ArraySource) and mem.images.shape == (6, 3, 6, 6)
     # Shorter side already 6: only the centre crop of the 10-wide image (offset round((10 - 6) / 2) = 2).
     assert np.array_equal(mem.images[3].permute(1, 2, 0).numpy(), pix[("train", "zebra", 0)][:, 2:8])
+    pooled = open_source("folder", str(tmp_path / "{split}"), "train", in_memory=True, image_size=6, num_workers=2)
+    assert torch.equal(pooled.images, mem.images)  # decoding in worker processes changes nothing
     with pytest.raises(DataError, match="in_memory=True needs image_size"):
         open_source("folder", str(tmp_path / "train"), "train", in_memory=True)
 

@@ -268,8 +268,12 @@ class PretrainLoader:
 
     def _iter_array(self, step: int) -> Iterator[Batch]:
         images, labels = self.source.images, self.source.labels
+        pin = self.device.type == "cuda"
         for idx in self.sampler.index_tensors(step):  # (B,) int64
-            x = images.index_select(0, idx)  # (B, 3, H, W) uint8, full images: the crops are done on the device
+            # (B, 3, H, W) uint8 full images (the crops are done on the device), gathered straight into page-locked
+            # memory on CUDA so that the copy to the device is asynchronous without a second host copy.
+            x = torch.empty((len(idx), *images.shape[1:]), dtype=torch.uint8, pin_memory=pin)
+            torch.index_select(images, 0, idx, out=x)
             yield Batch([_to_device(x, self.device)], _to_device(labels[idx], self.device),
                         _to_device(idx, self.device), [])
 
