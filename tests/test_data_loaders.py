@@ -201,6 +201,10 @@ def test_file_pretrain_loader_is_deterministic_across_workers_and_resume(image_f
     assert not same(a, c)  # a new permutation and new crops
     workers.set_epoch(1)
     assert same(collect(workers), a)  # persistent workers pick up the epoch from the sampler
+    partial = workers.iter_from(0)
+    next(partial)  # an epoch abandoned after one step (a step limit, an exception caught by the caller)
+    partial.close()
+    assert same(collect(workers), a)  # the next iteration is not polluted by the prefetched batches
 
 
 def test_file_crops_use_a_per_sample_rng(image_folder):
