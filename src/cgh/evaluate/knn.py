@@ -3,14 +3,54 @@
 Each test feature takes its k most cosine-similar bank features; neighbour j votes for its class with weight
 exp(sim_j / T); classes are ranked by their summed weight. The bank is processed in chunks of test rows, so the
 (chunk, N_bank) similarity matrix is the largest thing held, and an ImageNet-sized bank fits in memory.
+
+``cgh knn CHECKPOINT`` (SPEC 5.2): pooled backbone features (``--features``), L2-normalised, k in {10, 20, 100, 200}
+at T = 0.07, top-1 and top-5 on the test split with the train split as the memory bank. Fixed from the authors'
+script (SPEC 7.15): no torch.distributed needed, the class count is read from the data (not 1000), and the chunking is
+by a row count, not "100 chunks".
 """
 
 from __future__ import annotations
+
+import argparse
 
 import torch
 import torch.nn.functional as F
 
 SIMILARITY = "nd,md->nm"  # test rows against bank rows
+DEFAULT_KS = (10, 20, 100, 200)  # SPEC 5.2
+
+
+def _check_inputs(bank, bank_labels, queries, num_classes, ks, t, chunk_size) -> None:
+    if bank.ndim != 2 or queries.ndim != 2 or bank.shape[1] != queries.shape[1]:
+        raise ValueError(f"knn expects bank (N, D) and queries (Q, D), got {tuple(bank.shape)}, {tuple(queries.shape)}")
+    if bank_labels.shape != (bank.shape[0],):
+        raise ValueError(f"bank_labels must have shape ({bank.shape[0]},), got {tuple(bank_labels.shape)}")
+    if bank.shape[0] == 0:
+        raise ValueError("knn needs a non-empty bank (N >= 1)")
+    if any(k < 1 for k in ks) or not ks or t <= 0:
+        raise ValueError(f"knn needs k >= 1 and t > 0, got k={list(ks)}, t={t}")
+    if num_classes < 1 or chunk_size < 1:
+        raise ValueError(f"knn needs num_classes >= 1 and chunk_size >= 1, got {num_classes}, {chunk_size}")
+    if bank_labels.numel() and (int(bank_labels.min()) < 0 or int(bank_labels.max()) >= num_classes):
+        raise ValueError(f"bank_labels must lie in [0, {num_classes}) (num_classes); got "
+                         f"[{int(bank_labels.min())}, {int(bank_labels.max())}]")
+
+
+def _neighbours(bank: torch.Tensor, queries: torch.Tensor, k: int, chunk_size: int):
+    """Yield (start, top_sim (n, k), top_idx (n, k)) per chunk of query rows, neighbours sorted by similarity."""
+    bank = F.normalize(bank.float(), dim=1)
+    for start in range(0, queries.shape[0], chunk_size):
+        q = F.normalize(queries[start : start + chunk_size].float().to(bank.device), dim=1)
+        sim = torch.einsum(SIMILARITY, q, bank)  # (n, N)
+        top_sim, top_idx = sim.topk(k, dim=1)  # (n, k), sorted descending
+        yield start, top_sim, top_idx
+
+
+def _vote(top_sim: torch.Tensor, top_labels: torch.Tensor, num_classes: int, t: float) -> torch.Tensor:
+    weights = (top_sim / t).exp()  # (n, k)
+    scores = torch.zeros(top_sim.shape[0], num_classes, device=top_sim.device)
+    return scores.scatter_add_(1, top_labels, weights)  # (n, C)
 
 
 @torch.no_grad()
@@ -28,27 +68,104 @@ def knn_scores(
     bank: (N, D) and queries: (Q, D), L2-normalised (normalised here again, harmlessly); bank_labels: (N,) int64
     in [0, num_classes). k is capped at N. Scores are sums of exp(sim / t) over the k nearest bank rows per class.
     """
-    if bank.ndim != 2 or queries.ndim != 2 or bank.shape[1] != queries.shape[1]:
-        raise ValueError(f"knn expects bank (N, D) and queries (Q, D), got {tuple(bank.shape)}, {tuple(queries.shape)}")
-    if bank_labels.shape != (bank.shape[0],):
-        raise ValueError(f"bank_labels must have shape ({bank.shape[0]},), got {tuple(bank_labels.shape)}")
-    if k < 1 or t <= 0:
-        raise ValueError(f"knn needs k >= 1 and t > 0, got k={k}, t={t}")
-    bank = F.normalize(bank.float(), dim=1)
+    _check_inputs(bank, bank_labels, queries, num_classes, [k], t, chunk_size)
     k = min(k, bank.shape[0])
-    out = []
-    for start in range(0, queries.shape[0], chunk_size):
-        q = F.normalize(queries[start : start + chunk_size].float(), dim=1)
-        sim = torch.einsum(SIMILARITY, q, bank)  # (n, N)
-        top_sim, top_idx = sim.topk(k, dim=1)  # (n, k)
-        weights = (top_sim / t).exp()  # (n, k)
-        scores = torch.zeros(q.shape[0], num_classes, device=q.device)
-        scores.scatter_add_(1, bank_labels[top_idx], weights)  # (n, C)
-        out.append(scores)
-    return torch.cat(out) if out else torch.zeros(0, num_classes)
+    bank_labels = bank_labels.to(bank.device)
+    out = [_vote(s, bank_labels[i], num_classes, t) for _, s, i in _neighbours(bank, queries, k, chunk_size)]
+    return torch.cat(out) if out else torch.zeros(0, num_classes, device=bank.device)
 
 
 def knn_accuracy(bank, bank_labels, queries, query_labels, num_classes, k=20, t=0.07, chunk_size=256) -> float:
     """Top-1 accuracy in percent of weighted kNN."""
     scores = knn_scores(bank, bank_labels, queries, num_classes, k, t, chunk_size)
     return 100.0 * (scores.argmax(1) == query_labels.to(scores.device)).float().mean().item()
+
+
+@torch.no_grad()
+def knn_evaluate(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    num_classes: int,
+    ks=DEFAULT_KS,
+    t: float = 0.07,
+    chunk_size: int = 256,
+) -> dict[int, dict[str, float]]:
+    """Top-1 and top-5 accuracy (percent) of weighted kNN for several k at once: ``{k: {"top1": .., "top5": ..}}``.
+
+    The max(k) nearest neighbours are found once per chunk of ``chunk_size`` query rows (the (chunk, N) similarity
+    matrix is the largest tensor held: 256 x 1.28M float32 = 1.3 GB for ImageNet); each k uses the first k of them.
+    k larger than the bank is capped at N (the result stays under the k asked for). Top-5 is top-min(5, C) when there
+    are fewer than 5 classes. A query is counted correct at top-n when its label is among the n best-scored classes.
+    Shapes as in ``knn_scores``; query_labels: (Q,) int64. Q = 0 gives NaN accuracies.
+    """
+    ks = [int(k) for k in ks]
+    _check_inputs(bank, bank_labels, queries, num_classes, ks, t, chunk_size)
+    if query_labels.shape != (queries.shape[0],):
+        raise ValueError(f"query_labels must have shape ({queries.shape[0]},), got {tuple(query_labels.shape)}")
+    kmax = min(max(ks), bank.shape[0])
+    top_n = min(5, num_classes)
+    bank_labels = bank_labels.to(bank.device)
+    query_labels = query_labels.to(bank.device)
+    correct = {k: torch.zeros(2, dtype=torch.float64) for k in ks}  # [top1, top5] counts
+    for start, top_sim, top_idx in _neighbours(bank, queries, kmax, chunk_size):
+        top_labels = bank_labels[top_idx]  # (n, kmax)
+        y = query_labels[start : start + top_sim.shape[0]].view(-1, 1)  # (n, 1)
+        for k in ks:
+            kk = min(k, kmax)
+            scores = _vote(top_sim[:, :kk], top_labels[:, :kk], num_classes, t)  # (n, C)
+            ranked = scores.topk(top_n, dim=1).indices  # (n, top_n)
+            hits = ranked == y  # (n, top_n)
+            correct[k][0] += hits[:, 0].sum().item()
+            correct[k][1] += hits.any(dim=1).sum().item()
+    q = queries.shape[0]
+    return {k: {"top1": 100.0 * c[0].item() / q if q else float("nan"),
+                "top5": 100.0 * c[1].item() / q if q else float("nan")} for k, c in correct.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# cgh knn
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cgh.evaluate.features import add_checkpoint_arguments, add_data_arguments
+    from cgh.pretrained import FEATURE_KINDS
+
+    add_checkpoint_arguments(parser)
+    add_data_arguments(parser)
+    parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
+                        help="global: pooled layer4 (SPEC 5.2); hypercolumn: GAP of [layer3->layer4 size, layer4]; "
+                             "hypercolumn_head: the trained CGH head's pooled conv-BN-ReLU")
+    parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), help="neighbour counts (SPEC 5.2)")
+    parser.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T) (SPEC 5.2: 0.07)")
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="query rows per similarity block; lower it if a large bank runs out of memory")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cgh.errors import ConfigError
+    from cgh.evaluate.features import checkpoint_label, emit, resolve_eval_setup
+
+    if any(k < 1 for k in args.k) or args.temperature <= 0 or args.chunk_size < 1:
+        raise ConfigError(f"--k values must be >= 1, --temperature > 0 and --chunk-size >= 1; got k={args.k}, "
+                          f"temperature={args.temperature}, chunk_size={args.chunk_size}")
+    setup = resolve_eval_setup(args, allow_unlabelled_train=True)
+    bank, bank_labels = setup.features(setup.train_source, args.features, desc="memory bank")
+    queries, query_labels = setup.features(setup.test_source, args.features, desc="test")
+    labelled = bank_labels >= 0  # an unlabelled image cannot vote (e.g. STL-10's train+unlabeled)
+    bank, bank_labels = bank[labelled], bank_labels[labelled]
+    device = setup.device
+    results = knn_evaluate(bank.to(device), bank_labels.to(device), queries.to(device), query_labels.to(device),
+                           setup.num_classes, args.k, args.temperature, args.chunk_size)
+    protocol = dict(setup.protocol, features=args.features, feature_dim=int(bank.shape[1]), k=list(args.k),
+                    k_effective=[min(k, int(bank.shape[0])) for k in args.k], temperature=args.temperature,
+                    bank_size=int(bank.shape[0]), normalised=True, top5_is_top=min(5, setup.num_classes))
+    metrics = {str(k): v for k, v in results.items()}
+    p = protocol
+    line = (f"kNN {p['dataset']} {p['test_split']} ({args.features} features, {checkpoint_label(p)}, "
+            f"T={args.temperature}): "
+            + ", ".join(f"k={k} top-1 {v['top1']:.2f}% top-5 {v['top5']:.2f}%" for k, v in results.items()))
+    emit(args, "knn", metrics, protocol, line)
+    return 0
