@@ -63,11 +63,11 @@ def image_folder(tmp_path_factory):
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(0, 60), per_rank=st.integers(1, 6), world=st.integers(1, 4), seed=st.integers(0, 5),
-       epoch=st.integers(0, 3), shuffle=st.booleans(), drop_last=st.booleans())
-def test_sampler_ranks_partition_the_global_batches(n, per_rank, world, seed, epoch, shuffle, drop_last):
+       epoch=st.integers(0, 3), shuffle=st.booleans(), drop_last=st.booleans(), interleave=st.booleans())
+def test_sampler_ranks_partition_the_global_batches(n, per_rank, world, seed, epoch, shuffle, drop_last, interleave):
     g = per_rank * world
-    single = GlobalBatchSampler(n, g, seed=seed, shuffle=shuffle, drop_last=drop_last)
-    ranks = [GlobalBatchSampler(n, g, r, world, seed, shuffle, drop_last) for r in range(world)]
+    single = GlobalBatchSampler(n, g, seed=seed, shuffle=shuffle, drop_last=drop_last, interleave=interleave)
+    ranks = [GlobalBatchSampler(n, g, r, world, seed, shuffle, drop_last, interleave) for r in range(world)]
     for s in [single, *ranks]:
         s.set_epoch(epoch)
     full = list(single)
@@ -75,7 +75,10 @@ def test_sampler_ranks_partition_the_global_batches(n, per_rank, world, seed, ep
     assert all(len(p) == len(full) == len(single) for p in per)  # same number of steps on every rank
     for step, batch in enumerate(full):
         chunks = [p[step] for p in per]
-        assert sum(chunks, []) == batch  # the union, in rank order, is the single process's batch
+        if interleave:  # rank r holds rows r, r + W, ... of the single process's batch
+            assert all(chunks[r] == batch[r::world] for r in range(world))
+        else:  # the union, in rank order, is the single process's batch
+            assert sum(chunks, []) == batch
         if len(batch) == g:
             assert all(len(c) == per_rank for c in chunks)
         assert max(map(len, chunks)) - min(map(len, chunks)) <= 1
@@ -133,13 +136,14 @@ def test_array_pretrain_loader_batches_and_ranks():
         assert b.views[0].dtype == torch.uint8 and b.views[0].shape == (8, 3, 6, 6)
         assert b.views[0].device.type == "cpu" and b.labels.dtype == b.index.dtype == torch.int64
         assert torch.equal(b.views[0], src.images[b.index]) and torch.equal(b.labels, src.labels[b.index])
-    # The same epoch on 2 ranks of 4: the rank batches concatenate to the single-process batches.
+    # The same epoch on 2 ranks of 4 each: rank r holds rows r, r + 2, ... of the single-process batches (the rows
+    # that split r of a 2-split SplitBatchNorm normalises on one process).
     ranks = [build_pretrain_loader(src, SPECS, 8, seed=1, rank=r, world_size=2) for r in range(2)]
     for r in ranks:
         r.set_epoch(4)
     for step, (a, b) in enumerate(zip(*ranks, strict=True)):
-        assert torch.equal(torch.cat([a.index, b.index]), batches[step].index)
-        assert torch.equal(torch.cat([a.views[0], b.views[0]]), batches[step].views[0])
+        assert torch.equal(a.index, batches[step].index[0::2]) and torch.equal(b.index, batches[step].index[1::2])
+        assert torch.equal(a.views[0], batches[step].views[0][0::2])
     tail = list(loader.iter_from(1))
     assert len(tail) == 1 and torch.equal(tail[0].index, batches[1].index)
 

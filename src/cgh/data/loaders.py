@@ -2,8 +2,10 @@
 
 Exactness (DESIGN.md section 5, "exact resume" and "same result on 1 or N processes"):
 - every epoch draws ONE permutation of the dataset from ``seed + epoch``, the same on every rank; global batch i is
-  ``perm[i*G:(i+1)*G]`` and rank r takes its r-th contiguous chunk. So one process with batch G sees exactly the
-  union, in rank order, of what W processes with G/W each see, and resuming at step s replays the same batches;
+  ``perm[i*G:(i+1)*G]`` and in pretraining rank r takes its rows r, r + W, r + 2W, ... (the interleaved split of
+  ``DistributedSampler``, which ``cgh.dist`` and ``SplitBatchNorm`` follow). So one process with batch G sees exactly
+  the rows that W processes with G/W each see, in the same global order, and resuming at step s replays the same
+  batches;
 - file-source crops draw from a per-sample RNG seeded by (seed, epoch, index): they do not depend on the worker that
   decodes them, on the number of workers, nor on where a run was resumed.
 
@@ -58,12 +60,15 @@ class GlobalBatchSampler:
     """This rank's dataset indices for each step of an epoch.
 
     Each epoch uses one permutation ``torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))``
-    (``arange(n)`` when ``shuffle`` is False), identical on every rank. Global batch i is ``perm[i*G:(i+1)*G]`` and
-    rank r gets its contiguous chunk ``[r*m//W : (r+1)*m//W]`` where m is the global batch's size: G/W samples per rank
-    for a full batch. ``global_batch`` must be divisible by ``world_size``.
+    (``arange(n)`` when ``shuffle`` is False), identical on every rank. Global batch i is ``perm[i*G:(i+1)*G]``, of size
+    m (G except perhaps for the last). With ``interleave`` (pretraining) rank r gets its rows r, r + W, r + 2W, ...:
+    the rows that split r of a ``SplitBatchNorm`` with W splits normalises on one process, and the order in which
+    ``cgh.dist.gather_rows`` reassembles the global batch. Without it (evaluation, where dataset order is convenient)
+    rank r gets the contiguous chunk ``[r*m//W : (r+1)*m//W]``. Either way a full batch gives G/W samples per rank;
+    ``global_batch`` must be divisible by ``world_size``.
 
     With ``drop_last`` (pretraining) the final partial global batch is dropped. Without it (evaluation) it is kept and
-    split by the same formula, so ranks get chunks whose sizes differ by at most one (some may be empty when it holds
+    split by the same rule, so ranks get shares whose sizes differ by at most one (some may be empty when it holds
     fewer than W samples); every rank has the same number of steps and every sample is seen exactly once.
 
     Resuming mid-epoch: ``iter_from(step)`` yields the steps from ``step`` on, equal to the tail of a full
@@ -71,7 +76,7 @@ class GlobalBatchSampler:
     """
 
     def __init__(self, n: int, global_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 shuffle: bool = True, drop_last: bool = True):
+                 shuffle: bool = True, drop_last: bool = True, interleave: bool = True):
         if n < 0:
             raise DataError(f"dataset size must be >= 0, got {n}")
         if global_batch < 1:
@@ -82,7 +87,7 @@ class GlobalBatchSampler:
             raise DataError(f"global batch {global_batch} is not divisible by the world size {world_size}; "
                             f"every process must get the same batch")
         self.n, self.global_batch, self.rank, self.world_size = n, global_batch, rank, world_size
-        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.seed, self.shuffle, self.drop_last, self.interleave = seed, shuffle, drop_last, interleave
         self.epoch = 0
         self.start_step = 0
 
@@ -99,18 +104,19 @@ class GlobalBatchSampler:
             return torch.arange(self.n)
         return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
 
-    def rank_range(self, step: int) -> tuple[int, int]:
-        """Positions [lo, hi) in this epoch's order that this rank takes at ``step``."""
+    def rank_positions(self, step: int) -> slice:
+        """Positions in this epoch's order that this rank takes at ``step`` (a slice, strided when interleaving)."""
         start = step * self.global_batch
         m = min(self.global_batch, self.n - start)  # size of this global batch (smaller only for the last one)
-        return start + self.rank * m // self.world_size, start + (self.rank + 1) * m // self.world_size
+        if self.interleave:
+            return slice(start + self.rank, start + m, self.world_size)
+        return slice(start + self.rank * m // self.world_size, start + (self.rank + 1) * m // self.world_size)
 
     def index_tensors(self, step: int = 0) -> Iterator[torch.Tensor]:
         """Like ``iter_from`` but yields (b,) int64 tensors (no Python lists, for array sources)."""
         order = self.order()
         for s in range(max(step, 0), len(self)):
-            lo, hi = self.rank_range(s)
-            yield order[lo:hi]
+            yield order[self.rank_positions(s)]
 
     def iter_from(self, step: int = 0) -> Iterator[list[int]]:
         for idx in self.index_tensors(step):
@@ -356,9 +362,9 @@ class EvalLoader:
                 yield _to_device(images, self.device), _to_device(labels, self.device)
             return
         for step in range(len(self.sampler)):
-            lo, hi = self.sampler.rank_range(step)  # no shuffle: positions are dataset indices, a contiguous slice
-            yield (_to_device(self.source.images[lo:hi], self.device),  # (B, 3, H, W) at native size
-                   _to_device(self.source.labels[lo:hi], self.device))
+            rows = self.sampler.rank_positions(step)  # no shuffle, no interleave: a contiguous slice of the dataset
+            yield (_to_device(self.source.images[rows], self.device),  # (B, 3, H, W) at native size
+                   _to_device(self.source.labels[rows], self.device))
 
 
 def build_eval_loader(
@@ -381,5 +387,5 @@ def build_eval_loader(
     if num_workers < 0:
         raise DataError(f"num_workers must be >= 0, got {num_workers}")
     sampler = GlobalBatchSampler(len(source), batch_size * world_size, rank, world_size, shuffle=False,
-                                 drop_last=False)
+                                 drop_last=False, interleave=False)
     return EvalLoader(source, image_size, sampler, num_workers=num_workers, device=torch.device(device))
