@@ -246,6 +246,9 @@ class PretrainLoader:
                 _CropDataset(source, specs, sampler.seed, corrupt), batch_sampler=self._tagged,
                 num_workers=num_workers, collate_fn=_CollateCrops(specs), pin_memory=device.type == "cuda",
                 persistent_workers=num_workers > 0,
+                # A DataLoader iterator draws its workers' base seed from torch's *global* generator unless given
+                # its own; that would shift the on-device augmentation's random stream by where a run resumed.
+                generator=torch.Generator(),
             )
 
     @property
@@ -351,6 +354,7 @@ class EvalLoader:
             self._loader = DataLoader(
                 _EvalDataset(source, image_size), batch_sampler=sampler, num_workers=num_workers,
                 collate_fn=_CollateEval(image_size), pin_memory=device.type == "cuda",
+                generator=torch.Generator(),  # leave the global generator alone (see the pretraining loader)
             )
 
     def __len__(self) -> int:
