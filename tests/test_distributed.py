@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import TINY
+
 HERE = Path(__file__).parent
 pytestmark = pytest.mark.slow
 
@@ -45,16 +47,9 @@ def test_two_processes_match_one_process(tmp_path, method):
     assert int(r0["state"]["queue.ptr"]) == (5 * 16) % 48
 
 
-TINY = ["data.name=synthetic", "data.synthetic_size=256", "data.synthetic_test_size=128", "data.image_size=32",
-        "data.synthetic_image_size=32", "model.arch=resnet18", "model.stem=cifar", "model.width=8",
-        "method.queue_size=128", "method.hid_dim=32", "method.feat_dim=16", "method.hyper_dim=16",
-        "optim.batch_size=64", "optim.warmup_epochs=0", "method.loss_warmup_epochs=1", "train.knn_every=1",
-        "train.knn_k=20", "train.progress=false", "train.log_every=1", "data.num_workers=0"]
-
-
 def test_torchrun_pretrain_and_resume(tmp_path):
     out = tmp_path / "run"
-    base = ["-m", "cgh.cli", "pretrain", "cifar10", *TINY, f"out_dir={out}"]
+    base = ["-m", "cgh.cli", "pretrain", "cifar10", *TINY, f"out_dir={out}", "train.knn_every=1"]
     run(torchrun(2, *base, "optim.epochs=2", "train.max_steps=4"), tmp_path)
     proc = run(torchrun(2, "-m", "cgh.cli", "pretrain", "--resume", str(out), "train.max_steps=0"), tmp_path)
     assert "resumed" in proc.stdout

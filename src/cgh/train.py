@@ -42,7 +42,7 @@ from cgh.checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from cgh.config import Config, config_from_dict, load_config, resolve_bn_mode, to_yaml
+from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, resolve_bn_mode, to_yaml
 from cgh.data import build_eval_loader, build_pretrain_loader, open_source
 from cgh.ema import momentum_at
 from cgh.errors import CheckpointError, ConfigError
@@ -260,7 +260,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     # ---- resume: the run's own config comes from its checkpoint ----------------------------------------------
     ckpt, ckpt_path = None, None
     if resume:
-        ckpt_path = _find_checkpoint(resume if resume is not True else cfg.out_dir, cfg)
+        ckpt_path = _find_checkpoint(resume if resume is not True else cfg.out_dir)
         ckpt = load_checkpoint(ckpt_path)
         cfg = _resumed_config(ckpt, cfg, ckpt_path, main)
     cfg.validate(world)
@@ -514,7 +514,7 @@ def _load_states(method, optimizer, scaler, ckpt: dict[str, Any], path: Path, ra
         set_rng_state(states[rank])
 
 
-def _find_checkpoint(target: str | os.PathLike, cfg: Config) -> Path:
+def _find_checkpoint(target: str | os.PathLike) -> Path:
     if not target:
         raise ConfigError("--resume needs a run directory: give it as --resume RUN_DIR or set out_dir=RUN_DIR")
     p = Path(target)
@@ -532,21 +532,20 @@ RESUME_SAFE = ("train.device", "train.progress", "train.log_every", "train.knn_e
 
 
 def _resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) -> Config:
-    """The checkpoint's config, with the user's overrides applied where they do not break exactness."""
+    """The checkpoint's config, taking from ``given`` only keys that do not break exactness (RESUME_SAFE) and
+    ``optim.epochs`` (extending a run; the lr schedule then changes, which is announced)."""
     cfg = config_from_dict(ckpt["config"], origin=str(path))
     saved, new = _flat(cfg.to_dict()), _flat(given.to_dict())
-    defaults = _flat(Config().to_dict())
     for key, value in new.items():
-        if value == defaults.get(key) or value == saved.get(key) or key == "preset":
+        if value == saved.get(key) or key == "preset" or (key == "out_dir" and not value):
             continue
-        if key in RESUME_SAFE or key == "optim.epochs":
-            _set(cfg, key, value)
-            if main and key == "optim.epochs":
-                print(f"note: optim.epochs changed on resume ({saved[key]} -> {value}): the lr schedule changes",
-                      flush=True)
-        else:
+        if key not in RESUME_SAFE + ("optim.epochs",):
             raise ConfigError(f"cannot change {key} when resuming ({saved.get(key)!r} in {path}, {value!r} given); "
                               f"keys that may change: {', '.join(RESUME_SAFE + ('optim.epochs',))}")
+        _set(cfg, key, value)
+        if main and key == "optim.epochs":
+            print(f"note: optim.epochs changed on resume ({saved[key]} -> {value}): the lr schedule changes",
+                  flush=True)
     return cfg
 
 
@@ -660,7 +659,12 @@ def run(args: argparse.Namespace) -> int:
         source = None
     if source is None and not args.resume:
         raise ConfigError("give a preset name or YAML file (e.g. `cgh pretrain cifar10`), or --resume RUN_DIR")
-    cfg = load_config(source, overrides)
+    if source is None:  # --resume RUN [key=value ...]: the run's own config, with the overrides applied
+        target = args.resume if args.resume is not True else parse_overrides(overrides).get("out_dir", "")
+        cfg = config_from_dict(load_checkpoint(_find_checkpoint(target))["config"])
+        merge(cfg, parse_overrides(overrides), "command line")
+    else:
+        cfg = load_config(source, overrides)
     if args.print_config:
         cfg.validate(dist.world_size() if dist.launched_by_torchrun() else 1)
         print(to_yaml(cfg), end="")
