@@ -1,0 +1,247 @@
+"""``cgh plot``: kNN accuracy and loss against epoch from runs' ``metrics.jsonl`` (the supplementary's Fig. 2).
+
+A run directory's ``metrics.jsonl`` (written by ``cgh pretrain``, see cgh/train.py) holds one JSON object per line:
+``start`` (the banner: method, arch, dataset, steps_per_epoch, ...), ``step``, ``epoch`` (mean loss and terms over the
+epoch; ``knn_top1`` on monitor epochs, epoch 0 being the random init) and ``end``. What this module relies on:
+  - a resumed run appends a second ``start`` record and may log again epochs it had logged before it was stopped:
+    records are keyed by their position in training and the LAST record of a position wins;
+  - a record of an interrupted epoch carries the number of completed epochs with a step count between two epoch
+    boundaries; it is placed at its fractional epoch (step / steps_per_epoch), so it never replaces the completed
+    epoch's record (nor its kNN value), and it is dropped once a later record reaches or passes that point (the
+    resumed run re-logs that stretch of training);
+  - a truncated last line (a run killed mid-write) and other unreadable lines are skipped and counted.
+NOTE (Fig. 2): the authors' monitor uses the projection-MLP embedding (SPEC 5.1); ours plots whatever ``knn_top1`` the
+run logged (see its config's train.knn_* settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cgh.errors import DataError
+
+METRICS_FILE = "metrics.jsonl"
+# Per-epoch loss terms each method logs (cgh/methods), each with its own line style (drawn with --terms): CGH's
+# hyper / csist / nce, ReSSL's relation, MoCo-v2's nce.
+TERM_STYLES = {"hyper": "--", "csist": ":", "nce": "-.", "relation": (0, (5, 1))}
+TERMS = tuple(TERM_STYLES)
+_DPI = 150
+
+
+@dataclass
+class RunCurves:
+    """The curves of one run. ``knn`` and ``loss`` are lists of (epoch, value) sorted by epoch; ``terms`` maps a loss
+    term to its curve. ``resumes`` counts the start records after the first; ``skipped_lines`` unreadable lines."""
+
+    path: Path
+    name: str
+    method: str | None = None
+    arch: str | None = None
+    dataset: str | None = None
+    knn: list[tuple[float, float]] = field(default_factory=list)
+    loss: list[tuple[float, float]] = field(default_factory=list)
+    terms: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    resumes: int = 0
+    skipped_lines: int = 0
+    status: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.name})" if self.method and self.method != self.name else self.name
+
+    def summary(self) -> dict[str, Any]:
+        best = max(self.knn, key=lambda p: p[1]) if self.knn else None
+        return {
+            "path": str(self.path), "method": self.method, "arch": self.arch, "dataset": self.dataset,
+            "epochs": max((e for e, _ in self.loss + self.knn), default=0),
+            "knn_points": len(self.knn), "last_knn_top1": self.knn[-1][1] if self.knn else None,
+            "best_knn_top1": best[1] if best else None, "best_knn_epoch": best[0] if best else None,
+            "last_loss": self.loss[-1][1] if self.loss else None, "resumes": self.resumes,
+            "skipped_lines": self.skipped_lines, "status": self.status,
+        }
+
+
+def _metrics_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / METRICS_FILE
+    if not p.is_file():
+        raise DataError(f"no {METRICS_FILE} at {p}; expected a run directory written by `cgh pretrain` or the path of "
+                        f"its {METRICS_FILE}")
+    return p
+
+
+def _method_from_config(run_dir: Path) -> str | None:
+    cfg = run_dir / "config.yaml"
+    if not cfg.is_file():
+        return None
+    try:
+        import yaml
+
+        data = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+        return (data.get("method") or {}).get("name")
+    except Exception:  # a damaged config.yaml only costs the label
+        return None
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_run(path: str | os.PathLike, name: str | None = None) -> RunCurves:
+    """Parse a run directory (or its ``metrics.jsonl``) into curves; see the module docstring for the rules."""
+    mpath = _metrics_path(path)
+    run = RunCurves(path=mpath.parent, name=name or mpath.parent.name)
+    points: dict[float, dict[str, Any]] = {}  # position in training (epochs) -> the last epoch record there
+    partial: dict[float, int] = {}  # position of an interrupted epoch's record -> its line number
+    latest: list[tuple[int, float]] = []  # (line number, position) of every epoch record
+    steps_per_epoch: int | None = None
+    starts = 0
+    with open(mpath, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                run.skipped_lines += 1
+                continue
+            if not isinstance(rec, dict):
+                run.skipped_lines += 1
+                continue
+            kind = rec.get("kind")
+            if kind == "start":
+                starts += 1
+                run.method = rec.get("method") or run.method
+                run.arch = rec.get("arch") or run.arch
+                run.dataset = rec.get("dataset") or run.dataset
+                spe = rec.get("steps_per_epoch")
+                steps_per_epoch = spe if isinstance(spe, int) and spe > 0 else steps_per_epoch
+            elif kind == "epoch" and _finite(rec.get("epoch")):
+                x = float(rec["epoch"])
+                step = rec.get("step")
+                if steps_per_epoch and _finite(step) and step != rec["epoch"] * steps_per_epoch:
+                    x = step / steps_per_epoch  # an interrupted epoch: between two epoch boundaries
+                    partial[x] = lineno
+                else:
+                    partial.pop(x, None)
+                points[x] = rec  # last wins (resumed runs log some epochs twice)
+                latest.append((lineno, x))
+            elif kind == "end":
+                run.status = rec.get("status")
+    for x, lineno in partial.items():
+        if any(n > lineno and later >= x for n, later in latest):
+            del points[x]
+    run.resumes = max(0, starts - 1)
+    run.method = run.method or _method_from_config(run.path)
+    for x in sorted(points):
+        rec = points[x]
+        if _finite(rec.get("knn_top1")):
+            run.knn.append((x, float(rec["knn_top1"])))
+        if _finite(rec.get("loss")):
+            run.loss.append((x, float(rec["loss"])))
+        for term in TERMS:
+            if _finite(rec.get(term)):
+                run.terms.setdefault(term, []).append((x, float(rec[term])))
+    return run
+
+
+def plot_curves(runs: list[RunCurves | str | os.PathLike], path: str | os.PathLike, *,
+                labels: list[str] | None = None, title: str | None = None, terms: bool = False) -> Path:
+    """Write a PNG with two panels, kNN top-1 (%) and loss against epoch, one colour per run.
+
+    runs: ``RunCurves`` or run directories. labels: legend entries (default: method + run directory name).
+    terms: also draw each run's loss terms (hyper, csist, nce, relation) as thinner lines, one style per term.
+    A run without kNN records is still drawn in the loss panel (and the kNN panel says which runs had none).
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global backend state; Figure.savefig renders with Agg
+    from matplotlib.ticker import MaxNLocator
+
+    curves = [r if isinstance(r, RunCurves) else read_run(r) for r in runs]
+    if not curves:
+        raise ValueError("plot_curves needs at least one run")
+    if labels is not None and len(labels) != len(curves):
+        raise ValueError(f"got {len(labels)} labels for {len(curves)} runs; expected one label per run")
+    labels = labels or [c.label for c in curves]
+    fig = Figure(figsize=(12, 4.8), dpi=_DPI, layout="constrained")
+    ax_knn, ax_loss = fig.subplots(1, 2)
+    colours = [f"C{i % 10}" for i in range(len(curves))]
+    no_knn = []
+    for run, label, colour in zip(curves, labels, colours, strict=True):
+        if run.knn:
+            xs, ys = zip(*run.knn, strict=True)
+            ax_knn.plot(xs, ys, marker="o", markersize=3.5, color=colour, label=label)
+        else:
+            no_knn.append(label)
+        if run.loss:
+            xs, ys = zip(*run.loss, strict=True)
+            ax_loss.plot(xs, ys, color=colour, label=label, linewidth=1.6, marker="o" if len(xs) == 1 else None)
+        if terms:
+            for term, pts in run.terms.items():
+                xs, ys = zip(*pts, strict=True)
+                ax_loss.plot(xs, ys, color=colour, linestyle=TERM_STYLES[term], linewidth=1.0, alpha=0.8,
+                             label=f"{label}: {term}", marker="x" if len(xs) == 1 else None)  # a lone point shows
+    ax_knn.set(xlabel="epoch", ylabel="kNN top-1 accuracy (%)", title="kNN monitor (top-1, %)")
+    ax_loss.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="loss")
+    for ax in (ax_knn, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs; fractional points (interrupted) still drawn
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
+    if no_knn:
+        ax_knn.text(0.5, 0.02 if len(no_knn) < len(curves) else 0.5,
+                    "no kNN records in: " + ", ".join(no_knn), transform=ax_knn.transAxes, ha="center",
+                    va="bottom" if len(no_knn) < len(curves) else "center", fontsize=8, color="0.35", wrap=True)
+    if not any(r.loss for r in curves):
+        ax_loss.text(0.5, 0.5, "no epoch records yet", transform=ax_loss.transAxes, ha="center", va="center",
+                     color="0.35")
+    datasets = sorted({r.dataset.split(" (")[0] for r in curves if r.dataset})
+    fig.suptitle(title or "Training progress" + (f" on {', '.join(datasets)}" if datasets else ""))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+# ---- command line ----------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or their metrics.jsonl)")
+    parser.add_argument("--out", default="curves.png", metavar="PATH.png", help="output PNG (default: curves.png)")
+    parser.add_argument("--labels", nargs="+", default=None, help="legend entry per run (default: method (run dir))")
+    parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument("--terms", action="store_true", help="also draw the loss terms (dashed)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cgh.errors import ConfigError
+
+    if args.labels is not None and len(args.labels) != len(args.runs):
+        raise ConfigError(f"--labels got {len(args.labels)} names for {len(args.runs)} runs; expected one per run")
+    curves = [read_run(r) for r in args.runs]
+    out = plot_curves(curves, args.out, labels=args.labels, title=args.title, terms=args.terms)
+    labels = args.labels or [c.label for c in curves]
+    summaries = [{"label": label, **c.summary()} for c, label in zip(curves, labels, strict=True)]
+    for c in curves:
+        if c.skipped_lines:
+            print(f"warning: {c.path / METRICS_FILE}: skipped {c.skipped_lines} unreadable line(s)", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"command": "plot", "out": str(out), "runs": summaries}, allow_nan=True))
+        return 0
+    for s in summaries:
+        knn = (f"kNN top-1 {s['last_knn_top1']:.2f}% (best {s['best_knn_top1']:.2f}% at epoch {s['best_knn_epoch']:g})"
+               if s["knn_points"] else "no kNN records")
+        loss = f"loss {s['last_loss']:.4f}" if s["last_loss"] is not None else "no epoch loss"
+        resumed = f", resumed {s['resumes']}x" if s["resumes"] else ""
+        print(f"{s['label']}: {s['epochs']:g} epochs, {knn}, {loss}{resumed}")
+    print(f"wrote {out}")
+    return 0
