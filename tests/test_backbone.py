@@ -53,7 +53,7 @@ def test_stage_shapes(arch, channels, stem, size, sides):
     net = ResNet(arch, stem=stem).eval()
     with torch.no_grad():
         stages = net(torch.randn(2, 3, size, size))
-    assert [tuple(s.shape) for s in stages] == [(2, c, h, h) for c, h in zip(channels, sides)]
+    assert [tuple(s.shape) for s in stages] == [(2, c, h, h) for c, h in zip(channels, sides, strict=True)]
     assert net.pool(stages.layer4).shape == (2, channels[-1])
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tests.conftest import REPO, SHARED
 
 import cgh
 from cgh.backbone import ARCHS, ResNet
@@ -26,6 +25,7 @@ from cgh.export import (
     to_detectron2,
     torchvision_state_dict,
 )
+from tests.conftest import REPO, SHARED
 
 TV_DIR = SHARED / "data" / "torchvision"
 BN = ("weight", "bias", "running_mean", "running_var")

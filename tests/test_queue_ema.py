@@ -59,8 +59,8 @@ def test_teacher_is_a_frozen_copy():
     s = small_net()
     t = make_teacher(s)
     assert all(not p.requires_grad for p in t.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(s.state_dict().values(), t.state_dict().values()))
-    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(s.parameters(), t.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(s.state_dict().values(), t.state_dict().values(), strict=True))
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(s.parameters(), t.parameters(), strict=True))
 
 
 def test_ema_extremes_and_formula():
@@ -68,12 +68,12 @@ def test_ema_extremes_and_formula():
     t.requires_grad_(False)
     before = [p.clone() for p in t.parameters()]
     ema_update(s, t, 1.0)
-    assert all(torch.equal(a, b) for a, b in zip(before, t.parameters()))  # m = 1: unchanged
+    assert all(torch.equal(a, b) for a, b in zip(before, t.parameters(), strict=True))  # m = 1: unchanged
     ema_update(s, t, 0.9)
-    for b, p_t, p_s in zip(before, t.parameters(), s.parameters()):
+    for b, p_t, p_s in zip(before, t.parameters(), s.parameters(), strict=True):
         torch.testing.assert_close(p_t, 0.9 * b + 0.1 * p_s)
     ema_update(s, t, 0.0)  # m = 0: a copy of the student
-    assert all(torch.equal(a, b) for a, b in zip(s.parameters(), t.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(s.parameters(), t.parameters(), strict=True))
 
 
 def test_ema_does_not_average_buffers():

@@ -112,7 +112,9 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
         hyper_kw = dict(layers=tuple(m.hyper_layers), resize=m.hyper_resize, target=m.hyper_target, scale=m.hyper_scale,
                         l2norm=m.hyper_l2norm, hid_dim=m.hid_dim, out_dim=m.hyper_dim)
     elif isinstance(obj, dict) and "net" in obj and isinstance(obj["net"], dict):  # the authors' checkpoints
-        sd = {k: v for k, v in _strip_any(obj["net"], ("module.encoder_q.", "encoder_q.")).items()
+        # Only the student (encoder_q) is the backbone; encoder_k, the queues and the hypercolumn heads are dropped,
+        # and so is fc, which holds their projection MLP (SPEC 5.2).
+        sd = {k: v for prefix in ("module.encoder_q.", "encoder_q.") for k, v in _strip(obj["net"], prefix).items()
               if not k.startswith("fc.")}
         info.update(format="authors", method="cgh", epoch=obj.get("epoch"))
     elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
