@@ -212,7 +212,8 @@ def eval_config(checkpoint_config: dict[str, Any] | None, args: argparse.Namespa
     if cfg is None and dataset is None:
         raise ConfigError(f"{origin} holds only backbone weights and no training config: say which dataset to "
                           f"evaluate on with --dataset (and --data-path)")
-    if cfg is None or (dataset is not None and dataset != cfg.data.name):
+    from_defaults = cfg is None or (dataset is not None and dataset != cfg.data.name)
+    if from_defaults:
         base = _dataset_config(dataset)
         if cfg is None:
             cfg = base
@@ -222,6 +223,8 @@ def eval_config(checkpoint_config: dict[str, Any] | None, args: argparse.Namespa
     options = [o if o.startswith("data.") else f"data.{o}" for o in getattr(args, "data_option", []) or []]
     if options:
         merge(cfg, parse_overrides(options), "--data-option")
+        if from_defaults and d.name == "synthetic" and not any(o.startswith("data.image_size=") for o in options):
+            d.image_size = d.synthetic_image_size  # evaluate generated images at the size they are drawn at
     for flag, key in (("data_path", "path"), ("train_split", "eval_train_split"), ("test_split", "eval_test_split"),
                       ("image_size", "image_size"), ("num_workers", "num_workers")):
         value = getattr(args, flag, None)
