@@ -202,7 +202,8 @@ def finetune(
     torch.manual_seed(seed)
     classifier = Classifier(backbone, num_classes).to(device)
     world = dist.world_size()
-    if world > 1:  # SPEC 5.4: SyncBN across processes; plain BN on one (the same computation there)
+    if world > 1 and device.type == "cuda":  # SPEC 5.4: SyncBN across GPUs; plain BN on one process (the same)
+        # NOTE: PyTorch's SyncBatchNorm runs on GPUs only; several CPU processes (tests) keep per-process BN.
         classifier = nn.SyncBatchNorm.convert_sync_batchnorm(classifier)
     optimizer = build_optimizer(classifier, trunk_lr, head_lr, momentum, weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
@@ -306,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
         milestones=list(args.milestones), gamma=args.gamma, batch_size=min(batch_size, len(train_source)),
         optimizer="SGD", seed=args.seed, subset_seed=args.subset_seed,
         train_transform=f"RandomResizedCrop {setup.image_size} scale {list(RRC_SCALE)} + flip",
-        processes=world, bn="SyncBN" if world > 1 else "plain BN, train mode",
+        processes=world, bn=("SyncBN" if world > 1 and setup.device.type == "cuda" else "plain BN") + ", train mode",
         normalisation_note="dataset statistics (the authors' std 0.228 typo, SPEC 5.4, is fixed)",
     )
     m = result.metrics()
