@@ -87,6 +87,16 @@ def test_finetune_trains_the_whole_network():
     assert not torch.equal(after["bn1.running_mean"], before["bn1.running_mean"])  # train-mode BN
 
 
+@pytest.mark.parametrize("n, steps, seen", [(10, 3, 10), (9, 2, 8)])
+def test_finetune_keeps_the_final_partial_batch_unless_it_holds_one_image(n, steps, seen):
+    # SPEC 5.4: the authors' loader keeps the last partial batch; a 1-image batch cannot go through train-mode BN.
+    source = ArraySource(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8), torch.arange(n) % 2, ["a", "b"],
+                         "toy:train")
+    _, res = finetune(ResNet("resnet18", stem="cifar", width=4), source, source, 2, image_size=8, mean=(0.5,) * 3,
+                      std=(0.25,) * 3, epochs=1, batch_size=4)
+    assert (res.steps_per_epoch, res.images_per_epoch) == (steps, seen)
+
+
 def test_cli_semisup_json(tmp_path, capsys):
     from cgh.cli import main
 
