@@ -159,3 +159,12 @@ def test_cli_bad_dataset_is_one_line_error(tmp_path, capsys):
     assert main(["knn", str(path), "--dataset", "cifar10", "--data-path", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "absent" in err
+
+
+def test_cli_head_features_need_a_cgh_checkpoint(tmp_path, capsys):
+    from cgh.cli import main
+
+    path = torchvision_file(tmp_path / "r18.pt")
+    assert main(["knn", str(path), "--dataset", "synthetic", "--data-option", "synthetic_size=20",
+                 "--data-option", "synthetic_test_size=10", "--features", "hypercolumn_head"]) == 2
+    assert "no trained hypercolumn head" in capsys.readouterr().err

@@ -146,12 +146,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cgh.errors import ConfigError
-    from cgh.evaluate.features import checkpoint_label, emit, resolve_eval_setup
+    from cgh.evaluate.features import check_feature_kind, checkpoint_label, emit, resolve_eval_setup
 
     if any(k < 1 for k in args.k) or args.temperature <= 0 or args.chunk_size < 1:
         raise ConfigError(f"--k values must be >= 1, --temperature > 0 and --chunk-size >= 1; got k={args.k}, "
                           f"temperature={args.temperature}, chunk_size={args.chunk_size}")
     setup = resolve_eval_setup(args, allow_unlabelled_train=True)
+    check_feature_kind(setup.model, args.features, args.checkpoint)
     bank, bank_labels = setup.features(setup.train_source, args.features, desc="memory bank")
     queries, query_labels = setup.features(setup.test_source, args.features, desc="test")
     labelled = bank_labels >= 0  # an unlabelled image cannot vote (e.g. STL-10's train+unlabeled)

@@ -389,7 +389,7 @@ def resolve_protocol(args: argparse.Namespace, dataset: str) -> tuple[str, dict[
 
 def run(args: argparse.Namespace) -> int:
     from cgh.errors import ConfigError
-    from cgh.evaluate.features import checkpoint_label, emit, resolve_eval_setup
+    from cgh.evaluate.features import check_feature_kind, checkpoint_label, emit, resolve_eval_setup
 
     setup = resolve_eval_setup(args)
     name, p = resolve_protocol(args, setup.cfg.data.name)
@@ -397,9 +397,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"need --epochs >= 1, --lr > 0, --batch-size >= 1, --weight-decay >= 0 and --eval-every "
                           f">= 1; got {p}")
     model, kind = setup.model, args.features
-    if kind == "hypercolumn_head" and model.hyper_head is None:
-        raise ConfigError(f"{args.checkpoint} has no trained hypercolumn head (only CGH checkpoints do); use "
-                          f"--features hypercolumn")
+    check_feature_kind(model, kind, args.checkpoint)
     # Freeze: eval mode (BN statistics untouched) and no gradients (SPEC 5.3); checked bit for bit afterwards.
     model.eval().requires_grad_(False)
     before = snapshot_state(model)
