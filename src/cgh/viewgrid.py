@@ -144,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
     mean_t, std_t = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
 
     teacher = "weak" if args.teacher == "weak" else "strong"
+    original = "original" if hasattr(source, "images") else "original, resized"
     titles = [
-        f"original\n{images.shape[-1]}x{images.shape[-2]}",
+        f"{original}\n{images.shape[-1]}x{images.shape[-2]}",
         f"{teacher} view (teacher)\n{size} px",
         f"strong view (student)\n{size} px",
     ]
