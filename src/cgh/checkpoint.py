@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,25 @@ VERSION = 1
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` via a temporary file and a rename; on any failure the old file is untouched."""
-    path = Path(path)
+    _write_atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def copy_atomic(src: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy ``src`` to ``path`` via a temporary file and a rename (a plain copy killed halfway leaves a truncated
+    file under the final name)."""
+    def copy(f):
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f, 1 << 24)
+
+    _write_atomic(Path(path), copy)
+
+
+def _write_atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -36,6 +36,7 @@ from cgh.checkpoint import (
     FORMAT,
     VERSION,
     check_compatible,
+    copy_atomic,
     load_checkpoint,
     remove_stale_temporaries,
     rng_state,
@@ -387,7 +388,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
 
                 # ---- augment on device, forward, check, backward, step ------------------------------------------
                 with torch.no_grad():
-                    views = augment(batch.views)
+                    views = augment(batch.views, precropped=batch.cropped)
                 if channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
@@ -495,9 +496,12 @@ def _save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epo
             "step": step, "world_size": world, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(), "rng": states, "metrics": metrics,
         }
-        save_atomic(ckpt, ckpt_dir / "last.pt")
-        if keep:
-            shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / f"epoch_{epoch:04d}.pt")
+        if keep:  # the numbered copy first: a run killed before last.pt is renamed redoes this epoch end, and both
+            numbered = ckpt_dir / f"epoch_{epoch:04d}.pt"
+            save_atomic(ckpt, numbered)
+            copy_atomic(numbered, ckpt_dir / "last.pt")
+        else:
+            save_atomic(ckpt, ckpt_dir / "last.pt")
     dist.barrier()
 
 
