@@ -132,7 +132,7 @@ def test_array_pretrain_loader_batches_and_ranks():
     batches = list(loader)
     assert len(loader) == len(batches) == 2  # 23 // 8, last partial batch dropped
     for b in batches:
-        assert isinstance(b, Batch) and len(b.views) == 1 and b.bad_files == []
+        assert isinstance(b, Batch) and len(b.views) == 1 and b.bad_files == [] and not b.cropped
         assert b.views[0].dtype == torch.uint8 and b.views[0].shape == (8, 3, 6, 6)
         assert b.views[0].device.type == "cpu" and b.labels.dtype == b.index.dtype == torch.int64
         assert torch.equal(b.views[0], src.images[b.index]) and torch.equal(b.labels, src.labels[b.index])
@@ -196,6 +196,10 @@ def test_file_pretrain_loader_is_deterministic_across_workers_and_resume(image_f
     workers.set_epoch(1)
     a, b = collect(inline), collect(workers)
     assert len(a) == 2 and same(a, b)  # crops depend on (seed, epoch, index) only
+    # the loader says its views are cut already: a single-spec linear probe must not crop them a second time
+    one = build_pretrain_loader(src, SPECS[:1], 4, seed=7)
+    one.set_epoch(1)
+    assert all(batch.cropped and len(batch.views) == 1 for batch in one)
     views, labels, index = a[0]
     assert [v.shape for v in views] == [(4, 3, 12, 12), (4, 3, 8, 8)] and all(v.dtype == torch.uint8 for v in views)
     assert torch.equal(labels, src.labels[index])

@@ -116,13 +116,38 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
+def _drop_records_after(path: Path, step: int) -> None:
+    """Remove from metrics.jsonl the records of steps after ``step`` (a killed run logged them after its last
+    checkpoint; the resumed run does those steps again and logs them again) and any line cut short by a kill.
+    Rewritten via a temporary file and a rename, so that a kill here loses nothing."""
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or (isinstance(record.get("step"), int) and record["step"] > step):
+            dropped += 1
+            continue
+        kept.append(line + "\n")
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+        print(f"note: {path}: dropped {dropped} record(s) logged after the checkpoint's step {step} (those steps "
+              f"run again)", flush=True)
+
+
 def default_run_dir(cfg: Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{cfg.preset or 'custom'}-{cfg.method.name}-{stamp}"
 
 
 class MetricsLog:
-    """Appends JSON lines to metrics.jsonl on rank 0 (a no-op elsewhere)."""
+    """Appends JSON lines to metrics.jsonl on rank 0 (a no-op elsewhere). On resume, ``_drop_records_after`` first
+    removes what the run logged after its checkpoint, so that every step is logged once."""
 
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
@@ -169,6 +194,7 @@ class RunResult:
     step: int
     status: str  # "finished", "stopped" (signal) or "max_steps"
     metrics: dict[str, Any] = field(default_factory=dict)
+    signum: int | None = None  # the signal that stopped the run (status "stopped")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -282,6 +308,8 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     if main:
         _prepare_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite)
         (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        if ckpt is not None:
+            _drop_records_after(run_dir / "metrics.jsonl", ckpt["step"])
     dist.barrier()
     log = MetricsLog(run_dir / "metrics.jsonl", main)
     ckpt_dir = run_dir / "checkpoints"
@@ -319,11 +347,13 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
 
     start_epoch, start_in_epoch, step = 0, 0, 0
     metrics: dict[str, Any] = {}
+    partial: dict[str, Any] = {"sums": {}, "count": 0}  # the running epoch means, kept in mid-epoch checkpoints
     if ckpt is not None:
         check_compatible(ckpt, m.name, cfg.model.arch, ckpt_path)
         _load_states(method, optimizer, scaler, ckpt, ckpt_path, rank)
         start_epoch, start_in_epoch, step = ckpt["epoch"], ckpt.get("epoch_step", 0), ckpt["step"]
         metrics = dict(ckpt.get("metrics", {}))
+        partial = ckpt.get("epoch_partial") or partial
         del ckpt
     else:  # per-process streams for the augmentations; the model was initialised identically above
         torch.manual_seed(cfg.seed + 1000 * rank + 1)
@@ -373,8 +403,10 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
                 break
             loader.set_epoch(epoch)
             first = start_in_epoch if epoch == start_epoch else 0
-            sums: dict[str, float] = {}
-            count, epoch_start = 0, time.time()
+            # loss sums of the epoch so far (those of the steps before a mid-epoch resume come from the checkpoint)
+            sums: dict[str, float] = dict(partial["sums"]) if first else {}
+            count = partial["count"] if first else 0
+            done, epoch_start = 0, time.time()
             bar = _progress(t.progress and main, steps_per_epoch, first, epoch, o.epochs)
             data_start = time.time()
             for i, batch in enumerate(loader.iter_from(first), start=first):
@@ -410,6 +442,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 count += 1
+                done += 1
                 images = len(batch.labels) * world
                 if main and (step % t.log_every == 0 or step == stop_step):
                     log.write({"kind": "step", "epoch": epoch, "step": step, "lr": lr_now, "momentum": momentum,
@@ -427,13 +460,14 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
                     status = "max_steps"
                 periodic = t.ckpt_every_steps and step % t.ckpt_every_steps == 0
                 if not done_epoch and (status != "finished" or periodic):
-                    _save(ckpt_dir, method, optimizer, scaler, cfg, epoch, i + 1, step, metrics, world, main)
+                    _save(ckpt_dir, method, optimizer, scaler, cfg, epoch, i + 1, step, metrics, world, main,
+                          partial={"sums": sums, "count": count})
                 if status != "finished":
                     break
                 data_start = time.time()
             if bar is not None:
                 bar.close()
-            if count == 0:
+            if done == 0:
                 continue
             epoch_done = i + 1 == steps_per_epoch
 
@@ -441,7 +475,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
             record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1 if epoch_done else epoch, "step": step,
                                       "lr": lr_now, **{k: v / count for k, v in sums.items()},
                                       "time": time.time() - epoch_start,
-                                      "img_per_s": count * o.batch_size / max(1e-9, time.time() - epoch_start)}
+                                      "img_per_s": done * o.batch_size / max(1e-9, time.time() - epoch_start)}
             if getattr(loader, "bad_files", None):
                 record["bad_files"] = len(loader.bad_files)
                 if main:
@@ -467,13 +501,14 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     if main:
         where = ckpt_dir / "last.pt"
         if status == "stopped":
-            print(f"stopped by signal at step {step}; checkpoint {where}; continue with: "
+            name = signal.Signals(stop.signum).name if stop.signum else "a signal on another process"
+            print(f"stopped by {name} at step {step}; checkpoint {where}; continue with: "
                   f"cgh pretrain --resume {run_dir}", flush=True)
         else:
             print(f"done: {step} steps, checkpoint {where}", flush=True)
         log.write({"kind": "end", "status": status, "step": step, "time": time.time(), **metrics})
     dist.barrier()
-    return RunResult(run_dir, step // steps_per_epoch, step, status, metrics)
+    return RunResult(run_dir, step // steps_per_epoch, step, status, metrics, stop.signum)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -482,8 +517,10 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
 
 
 def _save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epoch: int, epoch_step: int, step: int,
-          metrics: dict[str, Any], world: int, main: bool, keep: bool = False) -> None:
-    """Gather every process's RNG state and write last.pt (and a numbered copy) on rank 0."""
+          metrics: dict[str, Any], world: int, main: bool, keep: bool = False,
+          partial: dict[str, Any] | None = None) -> None:
+    """Gather every process's RNG state and write last.pt (and a numbered copy) on rank 0. ``partial``: the loss
+    sums and step count of the epoch so far, for a mid-epoch checkpoint."""
     states = [rng_state()]
     if world > 1:
         gathered: list[Any] = [None] * world
@@ -495,6 +532,7 @@ def _save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epo
             "method": cfg.method.name, "arch": cfg.model.arch, "epoch": epoch, "epoch_step": epoch_step,
             "step": step, "world_size": world, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(), "rng": states, "metrics": metrics,
+            "epoch_partial": partial,
         }
         if keep:  # the numbered copy first: a run killed before last.pt is renamed redoes this epoch end, and both
             numbered = ckpt_dir / f"epoch_{epoch:04d}.pt"
@@ -677,6 +715,6 @@ def run(args: argparse.Namespace) -> int:
         result = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
     finally:
         dist.shutdown()
-    if result.status == "stopped":
-        return 143
+    if result.status == "stopped":  # the shell's convention: 128 + the signal (SIGTERM 143, SIGINT 130)
+        return 128 + (result.signum or signal.SIGTERM)
     return 0

@@ -43,12 +43,16 @@ class Batch(NamedTuple):
     labels: (B,) int64, -1 for unlabelled images.
     index: (B,) int64 dataset indices (of the replacement, where a corrupt file was replaced).
     bad_files: paths of the corrupt files of this batch that were replaced by another sample of the batch.
+    cropped: True when ``views`` are already cropped, one tensor per ViewSpec (file sources). Pass it on as
+        ``ViewAugment(...)(batch.views, precropped=batch.cropped)``: with a single ViewSpec, one cropped tensor and
+        one tensor of full images look alike, and only the loader knows which it made.
     """
 
     views: list[torch.Tensor]
     labels: torch.Tensor
     index: torch.Tensor
     bad_files: list[str]
+    cropped: bool = False
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -273,7 +277,7 @@ class PretrainLoader:
         for views, labels, index, bad in self._loader:
             self.bad_files += bad
             yield Batch([_to_device(v, self.device) for v in views], _to_device(labels, self.device),
-                        _to_device(index, self.device), bad)
+                        _to_device(index, self.device), bad, cropped=True)
 
     def _iter_array(self, step: int) -> Iterator[Batch]:
         images, labels = self.source.images, self.source.labels
