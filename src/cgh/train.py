@@ -306,7 +306,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     run_dir = Path(dist.broadcast_object(str(run_dir)))
     cfg.out_dir = str(run_dir)
     if main:
-        _prepare_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite)
+        _prepare_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite, checkpoint=ckpt_path)
         (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         if ckpt is not None:
             _drop_records_after(run_dir / "metrics.jsonl", ckpt["step"])
@@ -606,10 +606,17 @@ def _set(cfg: Config, key: str, value: Any) -> None:
     setattr(node, leaf, value)
 
 
-def _prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool) -> None:
+def _prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> None:
+    """Create the run directory. A non-empty one is refused (nothing in it is touched) unless the run resumes its own
+    checkpoint or ``overwrite`` is given: resuming another run's checkpoint into it would replace its files."""
     existing = run_dir.exists() and any(run_dir.iterdir())
-    if existing and not resuming:
+    own = checkpoint is not None and checkpoint.resolve().parent.parent == run_dir.resolve()
+    if existing and not (resuming and own):
         if not overwrite:
+            if resuming:
+                raise ConfigError(f"run directory {run_dir} already exists and is not the run of the checkpoint "
+                                  f"{checkpoint}; pass --overwrite to replace its contents, or choose another "
+                                  f"out_dir")
             raise ConfigError(f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
                               f"it, --overwrite to replace it, or choose another out_dir")
         for name in ("checkpoints", "metrics.jsonl", "config.yaml"):
