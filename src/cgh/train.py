@@ -290,6 +290,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         ckpt_path = _find_checkpoint(resume if resume is not True else cfg.out_dir)
         ckpt = load_checkpoint(ckpt_path)
         cfg = _resumed_config(ckpt, cfg, ckpt_path, main)
+        check_compatible(ckpt, cfg.method.name, cfg.model.arch, ckpt_path)
     cfg.validate(world)
     bn_mode = resolve_bn_mode(cfg.model.bn_mode, world)
     amp_dtype = resolve_amp(cfg.train.amp, device)
@@ -299,22 +300,17 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    # ---- run directory ------------------------------------------------------------------------------------------
+    # ---- run directory: a wrong one is refused now, before any work; it is made once the data has opened -------
     run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
     if ckpt_path is not None and not cfg.out_dir:
         run_dir = ckpt_path.parent.parent
     run_dir = Path(dist.broadcast_object(str(run_dir)))
     cfg.out_dir = str(run_dir)
     if main:
-        _prepare_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite, checkpoint=ckpt_path)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-        if ckpt is not None:
-            _drop_records_after(run_dir / "metrics.jsonl", ckpt["step"])
-    dist.barrier()
-    log = MetricsLog(run_dir / "metrics.jsonl", main)
-    ckpt_dir = run_dir / "checkpoints"
+        _refuse_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite, checkpoint=ckpt_path)
 
     # ---- data: a source, a sampler-backed loader, and the on-device augmentation -----------------------------
+    # (opened before the run directory is made, so that a wrong data path leaves nothing behind to --overwrite)
     d, o, t, m = cfg.data, cfg.optim, cfg.train, cfg.method
     source = open_split(cfg, d.split)
     specs = pretrain_views(d.image_size, teacher=cfg.aug.teacher_view, weak_scale=tuple(cfg.aug.weak_scale),
@@ -331,6 +327,17 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
                                            tuple(a.blur_sigma), a.blur_relative, a.flip_p), mean, std).to(device)
     total_steps = o.epochs * steps_per_epoch
     stop_step = min(total_steps, t.max_steps) if t.max_steps else total_steps
+    monitor = KnnMonitor(cfg, device, amp_dtype, mean, std) if t.knn_every else None
+
+    # ---- run directory ------------------------------------------------------------------------------------------
+    if main:
+        _prepare_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite, checkpoint=ckpt_path)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        if ckpt is not None:
+            _drop_records_after(run_dir / "metrics.jsonl", ckpt["step"])
+    dist.barrier()
+    log = MetricsLog(run_dir / "metrics.jsonl", main)
+    ckpt_dir = run_dir / "checkpoints"
 
     # ---- model, optimiser, precision ---------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
@@ -349,7 +356,6 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     metrics: dict[str, Any] = {}
     partial: dict[str, Any] = {"sums": {}, "count": 0}  # the running epoch means, kept in mid-epoch checkpoints
     if ckpt is not None:
-        check_compatible(ckpt, m.name, cfg.model.arch, ckpt_path)
         _load_states(method, optimizer, scaler, ckpt, ckpt_path, rank)
         start_epoch, start_in_epoch, step = ckpt["epoch"], ckpt.get("epoch_step", 0), ckpt["step"]
         metrics = dict(ckpt.get("metrics", {}))
@@ -371,7 +377,6 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     if t.compile:
         method.student.compile()
         method.teacher.compile()
-    monitor = KnnMonitor(cfg, device, amp_dtype, mean, std) if t.knn_every else None
 
     # ---- banner and start-up record ------------------------------------------------------------------------------
     banner = {
@@ -606,19 +611,24 @@ def _set(cfg: Config, key: str, value: Any) -> None:
     setattr(node, leaf, value)
 
 
-def _prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> None:
-    """Create the run directory. A non-empty one is refused (nothing in it is touched) unless the run resumes its own
-    checkpoint or ``overwrite`` is given: resuming another run's checkpoint into it would replace its files."""
+def _refuse_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> bool:
+    """A non-empty run directory is refused (nothing in it is touched) unless the run resumes its own checkpoint or
+    ``overwrite`` is given: resuming another run's checkpoint into it would replace its files. Returns whether its
+    contents are to be replaced."""
     existing = run_dir.exists() and any(run_dir.iterdir())
     own = checkpoint is not None and checkpoint.resolve().parent.parent == run_dir.resolve()
-    if existing and not (resuming and own):
-        if not overwrite:
-            if resuming:
-                raise ConfigError(f"run directory {run_dir} already exists and is not the run of the checkpoint "
-                                  f"{checkpoint}; pass --overwrite to replace its contents, or choose another "
-                                  f"out_dir")
-            raise ConfigError(f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
-                              f"it, --overwrite to replace it, or choose another out_dir")
+    if existing and not (resuming and own) and not overwrite:
+        if resuming:
+            raise ConfigError(f"run directory {run_dir} already exists and is not the run of the checkpoint "
+                              f"{checkpoint}; pass --overwrite to replace its contents, or choose another out_dir")
+        raise ConfigError(f"run directory {run_dir} already exists and is not empty; pass --resume to continue it, "
+                          f"--overwrite to replace it, or choose another out_dir")
+    return existing and not (resuming and own)
+
+
+def _prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> None:
+    """Create the run directory, emptying it first with ``overwrite`` (see ``_refuse_run_dir``)."""
+    if _refuse_run_dir(run_dir, resuming, overwrite, checkpoint):
         for name in ("checkpoints", "metrics.jsonl", "config.yaml"):
             p = run_dir / name
             if p.is_dir():
