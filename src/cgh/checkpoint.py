@@ -45,19 +45,40 @@ def copy_atomic(src: str | os.PathLike, path: str | os.PathLike) -> None:
     _write_atomic(Path(path), copy)
 
 
+class _WriteErrors:
+    """A file wrapper that remembers the OSError of a failed write. torch's zip writer turns it into "unexpected pos
+    1090048 vs 1089944", which hides the cause a user can act on ("No space left on device")."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        self.f.flush()
+
+
 def _write_atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    f = None
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb") as raw:
+            f = _WriteErrors(raw)
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, (OSError, RuntimeError)):
-            raise CheckpointError(f"could not write checkpoint {path}: {e}; the previous checkpoint, if any, is "
+            cause = (f.error if f is not None else None) or e
+            raise CheckpointError(f"could not write checkpoint {path}: {cause}; the previous checkpoint, if any, is "
                                   f"intact") from e
         raise
     try:  # make the rename itself durable
