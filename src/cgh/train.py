@@ -575,7 +575,7 @@ def _find_checkpoint(target: str | os.PathLike) -> Path:
 # Keys that may change on resume without touching the optimisation (everything else must match).
 RESUME_SAFE = ("train.device", "train.progress", "train.log_every", "train.knn_every", "train.knn_max_train",
                "train.ckpt_every", "train.ckpt_every_steps", "train.keep_every", "train.max_steps",
-               "data.num_workers", "data.path", "out_dir", "train.compile")
+               "data.num_workers", "data.path", "data.corrupt", "out_dir", "train.compile")
 
 
 def _resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) -> Config:
