@@ -3,7 +3,7 @@
 One process uses SplitBatchNorm with 2 splits; two processes use plain BN per process with the teacher batch shuffled
 across them (the authors' DDP mode). Splits and ranks hold the same interleaved rows and the shuffle permutation is
 drawn on rank 0 from the same seeded generator, so both setups must compute the same thing (tests/test_distributed.py).
-Usage: python ddp_equivalence_worker.py OUT_DIR METHOD   (or under torchrun --nproc_per_node=2)
+Usage: python ddp_equivalence_worker.py OUT_DIR METHOD [head_bn]   (or under torchrun --nproc_per_node=2)
 """
 
 import os
@@ -20,7 +20,7 @@ from cgh.train import param_groups
 GLOBAL_BATCH, STEPS = 16, 5
 
 
-def main(out_dir: str, method_name: str) -> None:
+def main(out_dir: str, method_name: str, head_bn: bool = False) -> None:
     torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
@@ -30,6 +30,7 @@ def main(out_dir: str, method_name: str) -> None:
     cfg.model.bn_mode, cfg.model.bn_splits = ("shuffle", 1) if world > 1 else ("split", 2)
     m = cfg.method
     m.name, m.queue_size, m.feat_dim, m.hyper_dim, m.hid_dim, m.loss_warmup_epochs = method_name, 48, 16, 12, 32, 1
+    m.head_bn = head_bn
     cfg.optim.batch_size = GLOBAL_BATCH
     torch.manual_seed(0)
     method = build_method(cfg, world, steps_per_epoch=2)  # warm-up over steps 0-1, then the cross-context terms
@@ -50,4 +51,4 @@ def main(out_dir: str, method_name: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], len(sys.argv) > 3 and sys.argv[3] == "head_bn")

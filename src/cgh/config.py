@@ -88,6 +88,10 @@ class MethodConfig:
     """Output of the global projection head (SPEC 1.3: 512)."""
     hid_dim: int = 4096
     """Hidden width of the projection MLPs (SPEC 1.3: 4096)."""
+    head_bn: bool = False
+    """BatchNorm after the hidden layer of the projection MLPs (global and hypercolumn), as in MoCo v3, BYOL and
+    solo-learn's ReSSL. The authors' heads have none (SPEC 1.3): off in the paper presets. The demo turns it on:
+    in short CPU runs it lets the relational methods leave their nearly collinear initial features much sooner."""
     hyper_dim: int = 512
     """Output of the hypercolumn head (SPEC 1.4: 512)."""
     queue_size: int = 131072

@@ -19,10 +19,15 @@ from cgh.backbone import STAGE_NAMES, ResNet, Stages
 KAPPA = {"layer1": 1 / 16, "layer2": 1 / 8, "layer3": 1 / 4, "layer4": 1.0}
 
 
-def mlp(in_dim: int, hid_dim: int, out_dim: int) -> nn.Sequential:
-    """Linear(in, hid) + ReLU + Linear(hid, out), biases on, no BN: the authors' global projection head
-    (SPEC 1.3: 2048 -> 4096 -> 512 for ResNet-50) and the tail of their hypercolumn head (SPEC 1.4)."""
-    return nn.Sequential(nn.Linear(in_dim, hid_dim), nn.ReLU(inplace=True), nn.Linear(hid_dim, out_dim))
+def mlp(in_dim: int, hid_dim: int, out_dim: int, norm_layer: Callable[[int], nn.Module] | None = None
+        ) -> nn.Sequential:
+    """Linear(in, hid) + ReLU + Linear(hid, out), biases on: the authors' global projection head (SPEC 1.3: 2048 ->
+    4096 -> 512 for ResNet-50, no BN) and the tail of their hypercolumn head (SPEC 1.4). With ``norm_layer`` a BN
+    follows the hidden Linear (as in MoCo v3's, BYOL's and solo-learn's ReSSL projectors; ``method.head_bn``)."""
+    if norm_layer is None:
+        return nn.Sequential(nn.Linear(in_dim, hid_dim), nn.ReLU(inplace=True), nn.Linear(hid_dim, out_dim))
+    return nn.Sequential(nn.Linear(in_dim, hid_dim), norm_layer(hid_dim), nn.ReLU(inplace=True),
+                         nn.Linear(hid_dim, out_dim))
 
 
 def stack_hypercolumn(
@@ -82,6 +87,7 @@ class HypercolumnHead(nn.Module):
         scale: bool = False,
         l2norm: bool = False,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        mlp_norm_layer: Callable[[int], nn.Module] | None = None,
     ):
         super().__init__()
         unknown = [name for name in layers if name not in STAGE_NAMES]
@@ -97,7 +103,7 @@ class HypercolumnHead(nn.Module):
             nn.Conv2d(in_channels, reduce_dim, kernel_size=1, bias=False), norm_layer(reduce_dim), nn.ReLU(inplace=True)
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.mlp = mlp(reduce_dim, hid_dim, out_dim)
+        self.mlp = mlp(reduce_dim, hid_dim, out_dim, mlp_norm_layer)
 
     def stack(self, stages: Stages) -> torch.Tensor:
         return stack_hypercolumn(stages, self.layers, self.resize, self.target, self.scale, self.l2norm)

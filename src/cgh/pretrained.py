@@ -110,7 +110,8 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
         hyper_sd = _strip(model_sd, f"{which}.hyper.")
         m = cfg.method
         hyper_kw = dict(layers=tuple(m.hyper_layers), resize=m.hyper_resize, target=m.hyper_target, scale=m.hyper_scale,
-                        l2norm=m.hyper_l2norm, hid_dim=m.hid_dim, out_dim=m.hyper_dim)
+                        l2norm=m.hyper_l2norm, hid_dim=m.hid_dim, out_dim=m.hyper_dim,
+                        mlp_norm_layer=nn.BatchNorm1d if m.head_bn else None)
     elif isinstance(obj, dict) and "net" in obj and isinstance(obj["net"], dict):  # the authors' checkpoints
         # Only the student (encoder_q) is the backbone; encoder_k, the queues and the hypercolumn heads are dropped,
         # and so is fc, which holds their projection MLP (SPEC 5.2).

@@ -15,9 +15,10 @@ def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_spl
     """Student encoder: backbone + global MLP head (+ hypercolumn head for CGH), all dimensions from ``cfg``.
 
     The hypercolumn head's 1x1 conv reduces to the backbone's pooled width (SPEC 1.4: 2048 for ResNet-50, 512 for
-    ResNet-18) and uses the backbone's BN splits.
+    ResNet-18) and uses the backbone's BN splits, as do the MLPs' BNs when ``cfg.head_bn`` is on.
     """
-    projector = mlp(backbone.num_features, cfg.hid_dim, cfg.feat_dim)
+    head_norm = norm_layer_factory(bn_splits, dims=1) if cfg.head_bn else None
+    projector = mlp(backbone.num_features, cfg.hid_dim, cfg.feat_dim, head_norm)
     hyper = None
     if hypercolumn:
         hyper = HypercolumnHead(
@@ -31,6 +32,7 @@ def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_spl
             scale=cfg.hyper_scale,
             l2norm=cfg.hyper_l2norm,
             norm_layer=norm_layer_factory(bn_splits),
+            mlp_norm_layer=head_norm,
         )
     return Encoder(backbone, projector, hyper)
 
