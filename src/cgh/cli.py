@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "views": ("cgh.viewgrid", "write a PNG grid of the weak, strong and local views the model sees"),
     "knn": ("cgh.evaluate.knn", "kNN classification with a pretrained backbone"),
     "linear": ("cgh.evaluate.linear", "linear probe on frozen global or hypercolumn features"),
-    "semisup": ("cgh.evaluate.semisup", "fine-tune with 1% / 10% of the labels"),
+    "semisup": ("cgh.evaluate.semisup", "fine-tune with 1%% / 10%% of the labels"),
     "cluster": ("cgh.evaluate.cluster", "k-means on the features: NMI, AMI, ARI, Hungarian accuracy"),
     "tsne": ("cgh.evaluate.tsne", "t-SNE picture of chosen classes, one panel per checkpoint"),
     "plot": ("cgh.evaluate.plot", "kNN accuracy and loss against epoch from runs' metrics.jsonl"),
