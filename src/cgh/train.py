@@ -46,15 +46,17 @@ from cgh.checkpoint import (
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, resolve_bn_mode, to_yaml
 from cgh.data import build_eval_loader, build_pretrain_loader, open_source
 from cgh.ema import momentum_at
-from cgh.errors import CheckpointError, ConfigError
+from cgh.errors import CGHError, CheckpointError, ConfigError
 from cgh.evaluate.knn import knn_accuracy
 from cgh.methods import build_method
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+class NonFiniteLossError(CGHError, RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept. A CGHError, so that ``cgh
+    pretrain`` reports it as one ``error:`` line naming the step and the term (it follows from the config or the
+    data: a learning rate or temperature too extreme, bad pixels), and still a RuntimeError as it always was."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
