@@ -18,7 +18,6 @@ import os
 import pickle
 import random
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +110,29 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refused to load {path}: it contains objects other than tensors and plain values, which could run code "
-            f"when unpickled (loaded with weights_only=True). Detail: {str(e).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch file ({e})") from None
+        detail = _unpickling_detail(e)
+        if "GLOBAL" in detail:  # a reference to a class or function: how a crafted file runs code
+            raise CheckpointError(
+                f"refused to load {path}: it contains objects other than tensors and plain values, which could run "
+                f"code when unpickled (loaded with weights_only=True). Detail: {detail}"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch file ({detail})") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # damaged bytes raise RuntimeError, EOFError, KeyError, ... depending on where they break
+        detail = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch file "
+                              f"({type(e).__name__}: {detail})") from None
+
+
+def _unpickling_detail(e: pickle.UnpicklingError) -> str:
+    """The informative line of torch's weights_only error ("Trying to load unsupported GLOBAL posix.system ...",
+    "Unsupported operand 80"); its first line is boilerplate about the weights_only default."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or line.startswith("Unsupported"):
+            return line
+    return lines[0] if lines else type(e).__name__
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
