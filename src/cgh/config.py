@@ -309,15 +309,15 @@ class Config:
         if o.warmup_epochs >= o.epochs and o.schedule == "cosine" and o.epochs > 1:
             check.fail("optim.warmup_epochs", o.warmup_epochs, f"fewer than optim.epochs ({o.epochs})")
         # Divisibility: the batch splits across processes, then across BN chunks; the queue advances by the global
-        # batch each step and wraps exactly (SPEC 1.5 asserts K % B == 0; SPEC 7.17).
+        # batch each step and wraps exactly (SPEC 1.5 asserts K % B == 0; SPEC 7.17). A zero size was reported above.
         if o.batch_size % world_size:
             check.fail("optim.batch_size", o.batch_size, f"a multiple of the number of processes ({world_size})")
         per_process = o.batch_size // world_size
         mode = resolve_bn_mode(mo.bn_mode, world_size)
-        if mode == "split" and per_process % mo.bn_splits:
+        if mode == "split" and mo.bn_splits > 0 and per_process % mo.bn_splits:
             check.fail("model.bn_splits", mo.bn_splits,
                        f"a divisor of the per-process batch ({per_process} = optim.batch_size / processes)")
-        if m.queue_size % o.batch_size:
+        if o.batch_size > 0 and m.queue_size % o.batch_size:
             check.fail("method.queue_size", m.queue_size,
                        f"a multiple of the global batch optim.batch_size ({o.batch_size}); e.g. "
                        f"{max(1, round(m.queue_size / o.batch_size)) * o.batch_size}")
