@@ -14,8 +14,6 @@ used for every split. The file is read with ``allow_pickle=False``, so it cannot
 
 from __future__ import annotations
 
-import zipfile
-
 import numpy as np
 import torch
 
@@ -51,7 +49,10 @@ def open_npz(path: str | None, split: str) -> ArraySource:
             arrays = {k: f[k] for k in ("images", "labels", "classes") if k in f.files}
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated, not a zip, pickled object array
+    except MemoryError:
+        raise
+    except Exception as e:  # truncated, not a zip, pickled object array; a damaged member raises zlib.error,
+        # NotImplementedError (zip version), struct.error, ... depending on which byte broke
         raise DataError(f"{path} is not a readable .npz file (truncated, wrong format, or holds pickled objects): "
                         f"{type(e).__name__}: {e}") from e
 
