@@ -33,6 +33,9 @@ def _images_nchw(images: np.ndarray, path: str) -> torch.Tensor:
     elif images.shape[1] != 3:
         raise DataError(f"{path}: key 'images' must have 3 colour channels, (N, H, W, 3) or (N, 3, H, W), got "
                         f"shape {images.shape}")
+    if min(images.shape[2:]) == 0:
+        raise DataError(f"{path}: key 'images' holds images of zero height or width, shape {images.shape} as (N, 3, "
+                        f"H, W)")
     return torch.from_numpy(np.ascontiguousarray(images))  # (N, 3, H, W)
 
 
