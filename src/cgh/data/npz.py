@@ -5,7 +5,8 @@ Keys:
 - ``images``: uint8, rank 4. Layout rule: if the LAST axis has size 3 the array is NHWC; otherwise, if axis 1 has size
   3, it is NCHW; otherwise it is an error. So an array whose axes 1 and 3 both have size 3 is read as NHWC (3 rows
   of 3-pixel-wide images are not a real use; NHWC is what numpy, Pillow and most exporters write).
-- ``labels`` (optional): integers, shape (N,), values >= 0; without it every label is -1 (unlabelled).
+- ``labels`` (optional): integers, shape (N,), values in 0..MAX_CLASSES - 1; without it every label is -1
+  (unlabelled).
 - ``classes`` (optional): N_classes strings naming the labels; without it the names are "0", "1", ...
 
 ``path`` may contain ``{split}`` (``/data/x_{split}.npz``), replaced by the split name; without it the same file is
@@ -19,6 +20,8 @@ import torch
 
 from cgh.data.base import ArraySource, require_path
 from cgh.errors import DataError
+
+MAX_CLASSES = 1_000_000  # far above any real label set (ImageNet-21k: 21841)
 
 
 def _images_nchw(images: np.ndarray, path: str) -> torch.Tensor:
@@ -69,6 +72,9 @@ def open_npz(path: str | None, split: str) -> ArraySource:
             raise DataError(f"{path}: key 'labels' must have shape ({n},) (one per image), got {labels.shape}")
         if n and labels.min() < 0:
             raise DataError(f"{path}: key 'labels' must be >= 0, got minimum {labels.min()}")
+        if n and labels.max() >= MAX_CLASSES:  # class indices; a huge one would make a list of that many names
+            raise DataError(f"{path}: key 'labels' must be class indices below {MAX_CLASSES}, got maximum "
+                            f"{labels.max()}")
         label_tensor = torch.from_numpy(labels.astype(np.int64))
         num_classes = int(labels.max()) + 1 if n else 0
         if "classes" in arrays:
