@@ -141,11 +141,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cgh pretraining checkpoint (no format={FORMAT!r} field); for a plain "
                               f"backbone state dict use cgh.load_backbone")
-    if ckpt.get("version", 0) > VERSION:
+    return check_checkpoint(ckpt, path)
+
+
+# The fields every reader relies on, with their types.
+_FIELDS = {"config": dict, "model": dict, "epoch": int, "step": int, "method": str}
+
+
+def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """Check the version and the fields of a dict marked ``format: cgh-checkpoint``; returns it."""
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: checkpoint version {version!r} is not an integer")
+    if version > VERSION:
         raise CheckpointError(f"{path} was written by a newer cgh (checkpoint version {ckpt['version']}); upgrade cgh")
-    missing = [k for k in ("config", "model", "epoch", "step", "method") if k not in ckpt]
+    missing = [k for k in _FIELDS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks the field(s) {missing}")
+    wrong = [f"{k} ({type(ckpt[k]).__name__}, expected {t.__name__})" for k, t in _FIELDS.items()
+             if not isinstance(ckpt[k], t) or isinstance(ckpt[k], bool)]
+    if wrong:
+        raise CheckpointError(f"{path}: wrong type of field(s) {', '.join(wrong)}")
     return ckpt
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from cgh.backbone import ARCHS, STAGE_NAMES, ResNet
-from cgh.checkpoint import FORMAT, load_file
+from cgh.checkpoint import FORMAT, check_checkpoint, load_file
 from cgh.config import config_from_dict
 from cgh.errors import CheckpointError
 from cgh.heads import HypercolumnHead, stack_hypercolumn
@@ -102,7 +102,8 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
     hyper_sd: dict[str, torch.Tensor] = {}
     hyper_kw: dict[str, Any] = {}
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        model_sd = obj.get("model", {})
+        check_checkpoint(obj, path)
+        model_sd = obj["model"]
         cfg = config_from_dict(obj["config"], origin=str(path))
         info.update(format=FORMAT, method=obj["method"], arch=obj.get("arch"), epoch=obj.get("epoch"),
                     step=obj.get("step"), epoch_step=obj.get("epoch_step", 0), which=which)
