@@ -147,6 +147,9 @@ def infer_architecture(sd: dict[str, torch.Tensor], path: Path | str = "") -> tu
     if "conv1.weight" not in sd:
         raise CheckpointError(f"{path}: no conv1.weight, not a ResNet backbone state dict")
     conv1 = sd["conv1.weight"]
+    if not isinstance(conv1, torch.Tensor) or conv1.dim() != 4 or conv1.shape[0] < 1 or conv1.shape[1] != 3:
+        shape = tuple(conv1.shape) if isinstance(conv1, torch.Tensor) else type(conv1).__name__
+        raise CheckpointError(f"{path}: conv1.weight has shape {shape}; expected (width, 3, k, k)")
     width, kernel = conv1.shape[0], conv1.shape[-1]
     stem = {7: "imagenet", 3: "cifar"}.get(kernel)
     if stem is None:
