@@ -1,8 +1,9 @@
 """Weighted kNN classification on L2-normalised features (InstDisc / MoCo demo / DINO protocol, SPEC 5.1-5.2).
 
 Each test feature takes its k most cosine-similar bank features; neighbour j votes for its class with weight
-exp(sim_j / T); classes are ranked by their summed weight. The bank is processed in chunks of test rows, so the
-(chunk, N_bank) similarity matrix is the largest thing held, and an ImageNet-sized bank fits in memory.
+exp(sim_j / T); classes are ranked by their summed weight. The bank is processed in chunks of test rows and is not
+copied, so the memory is the bank plus one (chunk, N_bank) similarity block (benchmarks/knn_memory.md), and an
+ImageNet-sized bank fits in memory.
 
 ``cgh knn CHECKPOINT`` (SPEC 5.2): pooled backbone features (``--features``), L2-normalised, k in {10, 20, 100, 200}
 at T = 0.07, top-1 and top-5 on the test split with the train split as the memory bank. Fixed from the authors'
@@ -38,11 +39,17 @@ def _check_inputs(bank, bank_labels, queries, num_classes, ks, t, chunk_size) ->
 
 
 def _neighbours(bank: torch.Tensor, queries: torch.Tensor, k: int, chunk_size: int):
-    """Yield (start, top_sim (n, k), top_idx (n, k)) per chunk of query rows, neighbours sorted by similarity."""
-    bank = F.normalize(bank.float(), dim=1)
+    """Yield (start, top_sim (n, k), top_idx (n, k)) per chunk of query rows, neighbours sorted by similarity.
+
+    The bank is not copied (a float32 bank is used as it is): instead of normalising it, each chunk's similarities
+    are divided by the bank rows' norms, (q . b) / |b| = q . (b / |b|). Memory: the bank, its N norms and one
+    (chunk, N) similarity block (F.normalize(bank) held a second bank: 2 GiB more for 1M x 512).
+    """
+    bank = bank.float()
+    inv_norm = bank.norm(dim=1).clamp_min(1e-12).reciprocal()  # (N,), F.normalize's eps
     for start in range(0, queries.shape[0], chunk_size):
         q = F.normalize(queries[start : start + chunk_size].float().to(bank.device), dim=1)
-        sim = torch.einsum(SIMILARITY, q, bank)  # (n, N)
+        sim = torch.einsum(SIMILARITY, q, bank).mul_(inv_norm)  # (n, N) cosine similarities
         top_sim, top_idx = sim.topk(k, dim=1)  # (n, k), sorted descending
         yield start, top_sim, top_idx
 
