@@ -2,12 +2,17 @@
 
 Run directory layout:
     config.yaml          the resolved config
-    metrics.jsonl        one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch")
+    metrics.jsonl        one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch"); a
+                         resumed run first drops the records of steps after its checkpoint (it runs them again), so
+                         every step is logged once
     checkpoints/last.pt  written atomically every train.ckpt_every epochs (and train.ckpt_every_steps steps), at
-                         the end, and when stopped by SIGTERM/SIGINT; epoch_NNNN.pt copies every train.keep_every
+                         the end, and when stopped by SIGTERM/SIGINT (exit status 128 + the signal); epoch_NNNN.pt
+                         copies every train.keep_every, also atomic
 
 Schedules are indexed by the global step. Resume restores model, teacher, queues and pointers, optimizer, scaler,
-RNG states of every process and the position in the epoch, so a resumed run ends where an uninterrupted one ends.
+RNG states of every process, the position in the epoch and the epoch's running loss sums, so a resumed run ends
+where an uninterrupted one ends, with the same metrics (tests/test_reliability_interrupt.py kills and resumes a run
+at every kind of moment).
 """
 
 from __future__ import annotations
