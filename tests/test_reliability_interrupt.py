@@ -38,7 +38,6 @@ STEPS_PER_EPOCH, EPOCHS = 8, 3  # 256 synthetic images / batch 32
 # Generous: a 2-core CI box shared with other jobs can be 10x slower than a quiet one.
 TIMEOUT = 600
 
-pytestmark = pytest.mark.slow
 
 
 def run_args(out_dir: Path) -> list[str]:
@@ -143,6 +142,7 @@ def reference(tmp_path_factory) -> Path:
     return tmp / "run"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_interrupted_run_loses_nothing_and_resumes_exactly(tmp_path, reference, seed):
     rng = random.Random(seed)
@@ -219,3 +219,23 @@ def test_interrupted_run_loses_nothing_and_resumes_exactly(tmp_path, reference, 
                 for r in rs if r["kind"] == "epoch" and r["step"] == r["epoch"] * STEPS_PER_EPOCH}
     assert completed(records) == completed(ref_records)
     assert sum(r["kind"] == "start" for r in records) == starts + 1
+
+
+@pytest.mark.parametrize("step", [0, 4])
+def test_resume_drops_the_records_it_will_log_again(tmp_path, step, capsys):
+    """What a killed run may leave after its last checkpoint: step and epoch records of later steps, and (on a full
+    disk) a line cut short. On resume they go; everything up to the checkpoint's step stays, byte for byte."""
+    from cgh.train import _drop_records_after
+
+    kept_all = [{"kind": "start", "method": "cgh"}, {"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": 10.0},
+                *({"kind": "step", "epoch": 0, "step": s, "loss": 1.0 / s} for s in range(1, 5)),
+                {"kind": "epoch", "epoch": 1, "step": 4, "loss": 0.5}]
+    kept = [r for r in kept_all if r.get("step", 0) <= step]
+    later = [{"kind": "step", "epoch": 1, "step": s, "loss": 1.0 / s} for s in (5, 6)]
+    path = tmp_path / "metrics.jsonl"
+    everything = kept_all + later
+    path.write_text("".join(json.dumps(r) + "\n" for r in everything) + '{"kind": "step", "ep')
+    _drop_records_after(path, step)
+    assert path.read_text() == "".join(json.dumps(r) + "\n" for r in kept)
+    assert f"dropped {len(everything) - len(kept) + 1} record(s)" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".*tmp*"))
