@@ -43,7 +43,8 @@ def _neighbours(bank: torch.Tensor, queries: torch.Tensor, k: int, chunk_size: i
 
     The bank is not copied (a float32 bank is used as it is): instead of normalising it, each chunk's similarities
     are divided by the bank rows' norms, (q . b) / |b| = q . (b / |b|). Memory: the bank, its N norms and one
-    (chunk, N) similarity block (F.normalize(bank) held a second bank: 2 GiB more for 1M x 512).
+    (chunk, N) similarity block (F.normalize(bank) held a second bank: 2 GiB more for 1M x 512; and keeping the
+    previous block while the next was computed held two).
     """
     bank = bank.float()
     inv_norm = bank.norm(dim=1).clamp_min(1e-12).reciprocal()  # (N,), F.normalize's eps
@@ -51,6 +52,7 @@ def _neighbours(bank: torch.Tensor, queries: torch.Tensor, k: int, chunk_size: i
         q = F.normalize(queries[start : start + chunk_size].float().to(bank.device), dim=1)
         sim = torch.einsum(SIMILARITY, q, bank).mul_(inv_norm)  # (n, N) cosine similarities
         top_sim, top_idx = sim.topk(k, dim=1)  # (n, k), sorted descending
+        del sim  # before the next block exists: otherwise two (chunk, N) blocks are alive at once
         yield start, top_sim, top_idx
 
 
