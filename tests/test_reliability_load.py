@@ -75,3 +75,22 @@ def test_chunking_does_not_change_the_result(bank):
     assert a == b
     torch.testing.assert_close(knn_scores(scaled, labels, queries, CLASSES, chunk_size=13),
                                knn_scores(unit, labels, queries, CLASSES, chunk_size=100), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_peak_rss_is_the_bank_plus_one_block():
+    """The real process's peak resident memory (getrusage ru_maxrss, which sees torch's allocations), measured by
+    benchmarks/knn_memory.py on a 1M x 16 bank: the bank plus ONE (chunk, N) block and small change. Before the fixes
+    it was the bank, a normalised copy of it and two blocks (ratio 2.3 here)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "knn_memory.py"), "--child", "--bank", "1000000",
+                          "--dim", "16", "--queries", "256", "--chunks", "64"],
+                         check=True, capture_output=True, text=True, timeout=600).stdout
+    r = json.loads(out)
+    block = 64 * 1_000_000 * 4  # 256 MB
+    assert r["peak"] - r["rss_with_bank"] < 1.5 * block, r
