@@ -79,9 +79,9 @@ def test_chunking_does_not_change_the_result(bank):
 
 @pytest.mark.slow
 def test_peak_rss_is_the_bank_plus_one_block():
-    """The real process's peak resident memory (getrusage ru_maxrss, which sees torch's allocations), measured by
-    benchmarks/knn_memory.py on a 1M x 16 bank: the bank plus ONE (chunk, N) block and small change. Before the fixes
-    it was the bank, a normalised copy of it and two blocks (ratio 2.3 here)."""
+    """The real process's peak resident memory (VmHWM, which sees torch's allocations, reset once the bank exists),
+    measured by benchmarks/knn_memory.py on a 1M x 16 bank: the bank plus ONE (chunk, N) block and small change.
+    Before the fixes it was the bank, a normalised copy of it and two blocks (ratio 2.3 here)."""
     import json
     import subprocess
     import sys
