@@ -54,14 +54,18 @@ def test_wrong_types_are_named():
         load_config(None, ["train.compile=maybe"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["optim.lr"])
+    with pytest.raises(ConfigError, match=r"seed = \{'x': 1\}: expected an integer"):
+        load_config(None, ["seed.x=1"])  # a value addressed as a section
     with pytest.raises(ConfigError, match="is a value, not a section"):
-        load_config(None, ["seed.x=1"])
+        parse_overrides(["seed=1", "seed.x=2"])
 
 
 @pytest.mark.parametrize("override,message", [
-    ("method.temp_teacher_global=0", r"method\.temp_teacher_global = 0\.0: expected a positive number"),
+    ("method.temp_teacher_global=0", r"method\.temp_teacher_global = 0\.0: expected a positive finite number"),
     ("method.temp_student_hyper=-0.1", "temp_student_hyper"),
     ("optim.lr=0", r"optim\.lr"),
+    ("optim.lr=.inf", r"optim\.lr = inf: expected a positive finite number"),
+    ("method.temp_teacher_hyper=.nan", r"temp_teacher_hyper = nan"),
     ("method.queue_size=1000", r"method\.queue_size = 1000: expected a multiple of the global batch.*256"),
     ("method.hyper_layers=[layer3,layer5]", r"'layer5' is not a stage"),
     ("method.name=simclr", r"method\.name = 'simclr'"),

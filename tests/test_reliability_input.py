@@ -192,12 +192,12 @@ TEMPERATURES = ["temperature", "temp_teacher_global", "temp_student_global", "te
 
 
 @pytest.mark.parametrize("override, message", [
-    *[(f"method.{k}={v}", rf"method\.{k} = {shown}: expected a positive number")
+    *[(f"method.{k}={v}", rf"method\.{k} = {shown}: expected a positive finite number")
       for k in TEMPERATURES for v, shown in (("0", "0.0"), ("-0.1", "-0.1"), (".nan", "nan"))],
-    ("optim.lr=-0.1", r"optim\.lr = -0\.1: expected a positive number"),
-    ("optim.lr=0", r"optim\.lr = 0\.0: expected a positive number"),
-    ("optim.lr=.nan", r"optim\.lr = nan: expected a positive number"),
-    ("train.knn_t=0", r"train\.knn_t = 0\.0: expected a positive number"),
+    ("optim.lr=-0.1", r"optim\.lr = -0\.1: expected a positive finite number"),
+    ("optim.lr=0", r"optim\.lr = 0\.0: expected a positive finite number"),
+    ("optim.lr=.nan", r"optim\.lr = nan: expected a positive finite number"),
+    ("train.knn_t=0", r"train\.knn_t = 0\.0: expected a positive finite number"),
     ("method.queue_size=1000", r"method\.queue_size = 1000: expected a multiple of the global batch "
                                r"optim\.batch_size \(256\); e\.g\. 1024"),
     ("method.hyper_layers=[layer3,layer6]", r"'layer6' is not a stage"),

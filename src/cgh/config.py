@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -343,12 +344,12 @@ class _Checker:
             self.fail(key, value, f"one of {list(options)}" + _suggest(str(value), options))
 
     def positive(self, key: str, value: float) -> None:
-        if not value > 0:
-            self.fail(key, value, "a positive number")
+        if not (value > 0 and math.isfinite(value)):
+            self.fail(key, value, "a positive finite number")
 
     def non_negative(self, key: str, value: float) -> None:
-        if not value >= 0:
-            self.fail(key, value, "a number >= 0")
+        if not (value >= 0 and math.isfinite(value)):
+            self.fail(key, value, "a finite number >= 0")
 
     def unit_interval(self, key: str, value: float) -> None:
         if not 0 <= value <= 1:
