@@ -57,9 +57,12 @@ def test_balanced_and_varied():
     src = make_synthetic("train", size=403, num_classes=MAX_CLASSES)
     counts = torch.bincount(src.labels, minlength=MAX_CLASSES)
     assert counts.max() - counts.min() <= 1
-    # The nuisances vary: per-image mean colours spread widely (no class is given away by a constant colour).
+    # The nuisances vary: per-image mean colours spread widely within every class and far more than the class means
+    # do, so no class is given away by its colour (measured: 17 within, 6 between, in 0..255 units).
     means = src.images.float().mean((2, 3))  # (N, 3)
-    assert means.std(0).min() > 25
+    within = torch.stack([means[src.labels == c].std(0) for c in range(MAX_CLASSES)])  # (C, 3)
+    between = torch.stack([means[src.labels == c].mean(0) for c in range(MAX_CLASSES)]).std(0)  # (3,)
+    assert within.min() > 8 and (within.mean(0) > 2 * between).all()
 
 
 @pytest.mark.parametrize("size", [16, 48])
@@ -101,7 +104,7 @@ def knn_accuracy(train, test, k=20) -> float:
 
 def test_raw_pixels_are_a_poor_classifier():
     """Colour, position, scale, rotation and background are nuisances: raw-pixel kNN stays far from the classes
-    (chance is 10 %; 21-23 % measured at the full 10000/2000 size, lower here with fewer training images)."""
+    (chance is 10 %; 27 % measured at the full 10000/2000 size, 18-23 % here with fewer training images)."""
     acc = knn_accuracy(make_synthetic("train", size=2000), make_synthetic("test", size=400))
     assert 0.1 < acc < 0.3
 
