@@ -117,6 +117,13 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
     "npz": _IMAGENET,
 }
 
+
+def dataset_normalization(data) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) for a config's data section: its ``mean`` / ``std`` when set, else the dataset's own statistics
+    above (ImageNet's for a dataset without an entry)."""
+    default_mean, default_std = NORMALIZATION.get(data.name, NORMALIZATION["imagenet"])
+    return tuple(data.mean or default_mean), tuple(data.std or default_std)
+
 # SPEC 3.3: local crop sizes and area scales of the multi-crop transform, defined for a 224-px global crop.
 _LOCAL_SIZES_224 = (192, 160, 128, 96)
 _LOCAL_SCALES = ((0.172, 0.86), (0.143, 0.715), (0.114, 0.571), (0.086, 0.429))

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from cgh import __version__, dist
-from cgh.augment import NORMALIZATION, AugParams, EvalTransform, ViewAugment, pretrain_views
+from cgh.augment import AugParams, EvalTransform, ViewAugment, dataset_normalization, pretrain_views
 from cgh.checkpoint import (
     FORMAT,
     VERSION,
@@ -328,7 +328,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     if steps_per_epoch == 0:
         raise ConfigError(f"data: {source.name} has {len(source)} images, fewer than one global batch "
                           f"(optim.batch_size = {o.batch_size})")
-    mean, std = _normalisation(cfg)
+    mean, std = dataset_normalization(cfg.data)
     a = cfg.aug
     augment = ViewAugment(specs, AugParams(tuple(a.jitter), a.jitter_p, a.grayscale_p, a.blur_p,
                                            tuple(a.blur_sigma), a.blur_relative, a.flip_p), mean, std).to(device)
@@ -648,12 +648,6 @@ def _prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint:
 # ----------------------------------------------------------------------------------------------------------------
 # Printing
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _normalisation(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    d = cfg.data
-    default_mean, default_std = NORMALIZATION.get(d.name, NORMALIZATION["imagenet"])
-    return tuple(d.mean or default_mean), tuple(d.std or default_std)
 
 
 def _temperatures(cfg: Config) -> dict[str, float]:

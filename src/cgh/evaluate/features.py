@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from cgh.augment import NORMALIZATION, EvalTransform
+from cgh.augment import EvalTransform, dataset_normalization
 from cgh.checkpoint import FORMAT, load_file
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, preset_names
 from cgh.errors import ConfigError, DataError
@@ -196,13 +196,6 @@ class EvalSetup:
                                 amp=self.amp, progress=self.progress, desc=desc)
 
 
-def normalization(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std): the config's data.mean / data.std, or the dataset's own statistics (cgh.augment.NORMALIZATION)."""
-    d = cfg.data
-    default_mean, default_std = NORMALIZATION.get(d.name, NORMALIZATION["imagenet"])
-    return tuple(d.mean or default_mean), tuple(d.std or default_std)
-
-
 def _dataset_config(name: str) -> Config:
     """A config whose data section holds the defaults for dataset ``name`` (its preset's image size and splits)."""
     preset = _PRESET_OF.get(name, name)
@@ -289,7 +282,7 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
     if test_source is not None:
         require_labels(test_source, "test")
     sources = [s for s in (train_source, test_source) if s is not None]
-    mean, std = normalization(cfg)
+    mean, std = dataset_normalization(cfg.data)
     batch_size = args.batch_size if getattr(args, "batch_size", None) is not None else 256
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
