@@ -11,8 +11,8 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 REPO = Path(__file__).resolve().parents[1]
-# The torchvision reference shapes live beside the checkout (../shared); tests that need them skip without it.
-SHARED = Path(os.environ.get("CGH_SHARED", REPO.parent / "shared"))
+# torchvision's state-dict keys and shapes (a copy of ../shared/data/torchvision; see its README).
+TORCHVISION_SHAPES = REPO / "tests" / "data" / "torchvision"
 
 
 @pytest.fixture(autouse=True)

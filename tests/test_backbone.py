@@ -6,17 +6,14 @@ import torch
 from torch import nn
 
 from cgh.backbone import ARCHS, ResNet, SplitBatchNorm, SplitBatchNorm1d, build_backbone, convert_split_bn
-from tests.conftest import SHARED
+from tests.conftest import TORCHVISION_SHAPES
 
-TV = SHARED / "data" / "torchvision"
+TV = TORCHVISION_SHAPES
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_state_dict_matches_torchvision(arch):
-    path = TV / f"{arch}_state_dict_shapes.json"
-    if not path.exists():
-        pytest.skip(f"reference file {path} not available")
-    ref = json.loads(path.read_text())
+    ref = json.loads((TV / f"{arch}_state_dict_shapes.json").read_text())
     sd = ResNet(arch, stem="imagenet", num_classes=1000).state_dict()
     assert list(sd) == list(ref)  # same keys in the same order
     assert {k: list(v.shape) for k, v in sd.items()} == ref

@@ -25,9 +25,9 @@ from cgh.export import (
     to_detectron2,
     torchvision_state_dict,
 )
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO, TORCHVISION_SHAPES
 
-TV_DIR = SHARED / "data" / "torchvision"
+TV_DIR = TORCHVISION_SHAPES
 BN = ("weight", "bias", "running_mean", "running_var")
 
 
@@ -74,7 +74,6 @@ def expected_detectron2_keys(arch: str) -> set[str]:
 # ---- torchvision -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not TV_DIR.is_dir(), reason=f"torchvision reference shapes not found at {TV_DIR}")
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_torchvision_keys_and_shapes_match_reference_minus_fc(arch):
     ref = json.loads((TV_DIR / f"{arch}_state_dict_shapes.json").read_text())
