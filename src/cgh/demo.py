@@ -197,8 +197,8 @@ def _ranking(results: dict[str, dict[str, Any]], methods: list[str], metric: str
             line += (f"; CGH does **not** beat {METHOD_LABELS[best_other]} on this data "
                      f"({-margin:.1f} points behind)")
         if len(others) > 1:
-            line += " (CGH " + ", ".join(f"{results['cgh'][metric] - results[m][metric]:+.1f} against "
-                                         f"{METHOD_LABELS[m]}" for m in others) + ")"
+            line += "; CGH against each baseline: " + ", ".join(
+                f"{METHOD_LABELS[m]} {results['cgh'][metric] - results[m][metric]:+.1f}" for m in others)
     gain = results[order[0]][metric] - results["random"][metric]
     return line + f". The best method is {gain:+.1f} points from the random-init encoder."
 
