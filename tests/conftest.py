@@ -15,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 TORCHVISION_SHAPES = REPO / "tests" / "data" / "torchvision"
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on the shared 2-core machines, OpenMP threads spinning against other jobs make small
+    tensor ops 10-50x slower than one thread does (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

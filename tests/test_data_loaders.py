@@ -28,14 +28,7 @@ from cgh.errors import DataError
 SPECS = [ViewSpec(12, (0.2, 1.0), False), ViewSpec(8, (0.08, 0.5), True)]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core machines, OpenMP threads spinning against other jobs make small
-    tensor ops 10-50x slower than one thread does (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def array_source(n=23, side=6) -> ArraySource:

@@ -20,14 +20,7 @@ from cgh.errors import DataError
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core machines, OpenMP threads spinning against other jobs make small
-    tensor ops 10-50x slower than one thread does (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_png(path, hwc: np.ndarray) -> None:

@@ -13,15 +13,7 @@ from cgh.data import make_synthetic, open_source, save_sample_sheet, synthetic
 from cgh.data.synthetic import MAX_CLASSES, class_names
 from cgh.errors import DataError
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core machines, OpenMP threads spinning against other jobs make small
-    tensor ops 10-50x slower than one thread does (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_shapes_dtypes_names():
