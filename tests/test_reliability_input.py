@@ -25,7 +25,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cgh.checkpoint import load_checkpoint
@@ -39,14 +38,7 @@ from tests.conftest import REPO, TINY, tiny_config
 WORKER = REPO / "tests" / "reliability_worker.py"
 KINDS = ["cifar10", "cifar100", "stl10", "tinyimagenet", "imagenet", "imagenet100", "folder", "npz"]
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads spinning against other jobs make these small
-    models many times slower than one thread does (as tests/test_data_sources.py measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

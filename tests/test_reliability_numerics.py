@@ -24,15 +24,7 @@ from cgh.methods import ressl as ressl_module
 from cgh.train import NonFiniteLossError, pretrain
 from tests.conftest import TINY, tiny_config
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads spinning against other jobs make these small
-    models many times slower than one thread does (as tests/test_data_sources.py measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

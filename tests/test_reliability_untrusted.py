@@ -26,15 +26,7 @@ from cgh.train import pretrain
 from tests.conftest import tiny_config
 from tests.test_data_sources import write_cifar10
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads spinning against other jobs make these small
-    models many times slower than one thread does (as tests/test_data_sources.py measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
