@@ -70,7 +70,25 @@ def _split_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, s: i
     return out.view(x.shape)
 
 
-class SplitBatchNorm(nn.BatchNorm2d):
+class _Splits:
+    """The split behaviour shared by the 2-d and 1-d split BNs (mixed in before the torch BN class)."""
+
+    def __init__(self, num_features: int, num_splits: int = 8, **kwargs):
+        super().__init__(num_features, **kwargs)
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.num_splits == 1:
+            return super().forward(x)
+        return _split_batch_norm(self, x, self.num_splits)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", num_splits={self.num_splits}"
+
+
+class SplitBatchNorm(_Splits, nn.BatchNorm2d):
     """BatchNorm that normalises ``num_splits`` interleaved sub-batches separately in training mode.
 
     This simulates ``num_splits`` processes with per-process BN on one device (the MoCo CIFAR demo's trick, used by the
@@ -83,37 +101,9 @@ class SplitBatchNorm(nn.BatchNorm2d):
     equal ``BatchNorm2d``'s.
     """
 
-    def __init__(self, num_features: int, num_splits: int = 8, **kwargs):
-        super().__init__(num_features, **kwargs)
-        if num_splits < 1:
-            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
-        self.num_splits = num_splits
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.num_splits == 1:
-            return super().forward(x)
-        return _split_batch_norm(self, x, self.num_splits)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", num_splits={self.num_splits}"
-
-
-class SplitBatchNorm1d(nn.BatchNorm1d):
+class SplitBatchNorm1d(_Splits, nn.BatchNorm1d):
     """``SplitBatchNorm`` for (N, C) features: the BN of a projection MLP (``method.head_bn``)."""
-
-    def __init__(self, num_features: int, num_splits: int = 8, **kwargs):
-        super().__init__(num_features, **kwargs)
-        if num_splits < 1:
-            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
-        self.num_splits = num_splits
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.num_splits == 1:
-            return super().forward(x)
-        return _split_batch_norm(self, x, self.num_splits)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", num_splits={self.num_splits}"
 
 
 def norm_layer_factory(bn_splits: int = 1, dims: int = 2) -> Callable[[int], nn.Module]:
