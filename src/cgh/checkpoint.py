@@ -31,7 +31,7 @@ VERSION = 1
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` via a temporary file and a rename; on any failure the old file is untouched."""
-    _write_atomic(Path(path), lambda f: torch.save(obj, f))
+    write_atomic(Path(path), lambda f: torch.save(obj, f))
 
 
 def copy_atomic(src: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -41,7 +41,7 @@ def copy_atomic(src: str | os.PathLike, path: str | os.PathLike) -> None:
         with open(src, "rb") as s:
             shutil.copyfileobj(s, f, 1 << 24)
 
-    _write_atomic(Path(path), copy)
+    write_atomic(Path(path), copy)
 
 
 class _WriteErrors:
@@ -62,7 +62,10 @@ class _WriteErrors:
         self.f.flush()
 
 
-def _write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write, what: str = "checkpoint") -> None:
+    """Write through ``write(f)`` to a temporary file beside ``path``, fsync, rename over ``path``, fsync the folder.
+    A failure raises CheckpointError naming the file and the cause (``what`` says what it is: "checkpoint", "export");
+    the file previously at ``path`` is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     f = None
@@ -77,7 +80,7 @@ def _write_atomic(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
         if isinstance(e, (OSError, RuntimeError)):
             cause = (f.error if f is not None else None) or e
-            raise CheckpointError(f"could not write checkpoint {path}: {cause}; the previous checkpoint, if any, is "
+            raise CheckpointError(f"could not write {what} {path}: {cause}; the previous {what}, if any, is "
                                   f"intact") from e
         raise
     try:  # make the rename itself durable

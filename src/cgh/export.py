@@ -19,12 +19,10 @@ Files are written to a temporary name and renamed, so an interrupted export neve
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import pickle
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ import numpy as np
 import torch
 
 from cgh.backbone import ResNet
+from cgh.checkpoint import write_atomic
 from cgh.errors import CGHError, CheckpointError
 
 FORMATS = ("torchvision", "detectron2")
@@ -195,23 +194,6 @@ def load_detectron2(path: str | os.PathLike) -> dict[str, Any]:
 # ---- writing ---------------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write through ``write(f)`` to a temporary file beside ``path``, fsync, rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CGHError(f"could not write {path}: {e}") from e
-        raise
-
-
 def export_backbone(backbone: ResNet, fmt: str, path: str | os.PathLike) -> dict[str, Any]:
     """Write ``backbone`` to ``path`` in ``fmt`` ("torchvision" or "detectron2"); returns a summary dict
     (format, out, num_tensors, num_parameters, warnings)."""
@@ -220,7 +202,7 @@ def export_backbone(backbone: ResNet, fmt: str, path: str | os.PathLike) -> dict
     path = Path(path)
     sd = torchvision_state_dict(backbone)
     if fmt == "torchvision":
-        _write_atomic(path, lambda f: torch.save(sd, f))
+        write_atomic(path, lambda f: torch.save(sd, f), "export")
         tensors = sd
     else:
         if path.suffix != ".pkl":  # detectron2 unpickles only files named *.pkl (others go to torch.load)
@@ -228,7 +210,7 @@ def export_backbone(backbone: ResNet, fmt: str, path: str | os.PathLike) -> dict
                            f"extension), got {path}")
         ckpt = detectron2_checkpoint(sd)
         # Protocol 4: readable by every Python 3 (>= 3.4), and it holds files over 4 GB.
-        _write_atomic(path, lambda f: _PortablePickler(f, protocol=4).dump(ckpt))
+        write_atomic(path, lambda f: _PortablePickler(f, protocol=4).dump(ckpt), "export")
         tensors = ckpt["model"]
     return {
         "format": fmt,
