@@ -9,10 +9,9 @@ one image is 0.1 point). The test requires MARGIN points of gain.
 Measured on the 2-core development machine (kNN top-1 at random init -> after STEPS steps, in %):
 CGH 17.2 -> 23.2 (+6.0), ReSSL 17.2 -> 22.3 (+5.1), MoCo-v2 17.2 -> 31.0 (+13.8). The margin sits below the
 smallest of these and far above what no learning gives: CGH with optim.lr=1e-9 (only BN statistics move) ends at
-13.9 (-3.3). It is a property
-of this seed, not of every seed: with seed 1, in the same budget, ReSSL's kNN falls below its random init (22.9 ->
-18.8) while CGH's rises (22.9 -> 34.0); README "Quick start" and the demo report discuss why the weak-teacher
-methods learn slowly on this data.
+13.9 (-3.3). It is a property of this seed, not of every seed: with seed 1, in the same budget, ReSSL's kNN falls
+below its random init (22.9 -> 18.8) while CGH's rises (22.9 -> 34.0); the README's "Quick start" discusses how
+slowly and unevenly the weak-teacher methods learn on this data.
 """
 
 from __future__ import annotations
