@@ -505,3 +505,24 @@ def test_npz_unreadable(tmp_path):
     np.save(tmp_path / "single.npy", np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(DataError, match="single.npy: expected an .npz archive"):
         open_source("npz", str(tmp_path / "single.npy"), "train")
+
+
+def test_digits_ships_with_scikit_learn_and_splits_stratified():
+    train, test = open_source("digits", "", "train"), open_source("digits", "", "test")
+    assert (len(train), len(test)) == (1300, 497) and train.name == "digits:train"
+    assert train.images.shape == (1300, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert torch.equal(train.images[:, 0], train.images[:, 2])  # grey, replicated to three channels
+    counts = torch.bincount(train.labels, minlength=10)
+    assert counts.min() >= 125 and counts.max() <= 133  # ~130 of each digit, every class present in both splits
+    assert set(test.labels.tolist()) == set(range(10))
+    again = open_source("digits", None, "train")
+    assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)  # a fixed split
+    small = open_source("digits", "", "test", image_size=8)
+    assert small.images.shape == (497, 3, 8, 8) and int(small.images.max()) == 255  # ink is bright
+
+
+def test_digits_refuses_a_path_and_unknown_splits():
+    with pytest.raises(DataError, match="reads no files.*leave it empty"):
+        open_source("digits", "/data/digits", "train")
+    with pytest.raises(DataError, match="unknown split 'val'.*train, test"):
+        open_source("digits", "", "val")

@@ -12,6 +12,7 @@ Datasets (``SOURCES``) and their splits:
     imagenet, imagenet100 train, val, train_1pct, train_10pct        (imagenet.py)
     folder                any: "{split}" in the path is replaced     (folder.py)
     npz                   any: "{split}" in the path is replaced     (npz.py)
+    digits                train, test; no path (scikit-learn's)      (digits.py)
     synthetic             train, test; no path                       (synthetic.py)
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Callable
 
 from cgh.data.base import IMAGE_EXTENSIONS, ArraySource, FileSource, Source
 from cgh.data.cifar import open_cifar10, open_cifar100
+from cgh.data.digits import open_digits
 from cgh.data.folder import open_folder
 from cgh.data.imagenet import open_imagenet, open_imagenet100
 from cgh.data.loaders import (
@@ -49,6 +51,7 @@ SOURCES: dict[str, Callable[..., Source]] = {
     "folder": open_folder,
     "npz": open_npz,
     "synthetic": open_synthetic,
+    "digits": open_digits,
 }
 
 
