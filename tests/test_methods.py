@@ -219,3 +219,63 @@ class TestHypercolumn:
     def test_bad_layer_names(self):
         with pytest.raises(ValueError, match="layer5"):
             HypercolumnHead({"layer4": 8}, layers=("layer5",))
+
+
+def test_ressl_warmup_ramps_from_infonce_into_the_relation_loss():
+    """ressl_warmup (a departure, off by default): loss = (1 - a) InfoNCE + a relation, a = step / warm-up steps."""
+    cfg = small_cfg("ressl", ressl_warmup=True, loss_warmup_epochs=1, temperature=0.2)
+    method = build_method(cfg, steps_per_epoch=10)
+    method.shuffle = False
+    queue = method.queue.queue.double().numpy().copy()
+    weak, strong = views()
+    loss, terms = method([weak, strong], momentum=1.0, step=4)
+    q, _, k, _ = features_global(method, weak, strong)
+    relation = np_relation(q @ queue.T, k @ queue.T, cfg.method.temp_student_global, cfg.method.temp_teacher_global)
+    nce = np_info_nce(q, k, queue, 0.2)
+    assert loss.item() == pytest.approx(0.6 * nce + 0.4 * relation, rel=1e-4)
+    assert terms["w_nce"].item() == pytest.approx(0.6) and "nce" in terms
+    _, after = method(views(), momentum=1.0, step=10)  # past the warm-up: the relation loss alone
+    assert "nce" not in after and after["w_nce"].item() == 0.0
+
+
+def test_ressl_without_warmup_is_the_official_loss_bit_for_bit():
+    torch.manual_seed(0)
+    plain = build_method(small_cfg("ressl"), steps_per_epoch=10)
+    torch.manual_seed(0)
+    off = build_method(small_cfg("ressl", ressl_warmup=False, loss_warmup_epochs=3), steps_per_epoch=10)
+    v = views()
+    torch.manual_seed(1)
+    a, terms = plain(v, momentum=0.99, step=2)
+    torch.manual_seed(1)
+    b, _ = off(v, momentum=0.99, step=2)
+    assert torch.equal(a, b) and set(terms) == {"relation"}
+
+
+@pytest.mark.parametrize("epochs,floor,steps_per_epoch,expected", [(5, 0, 20, 100), (1, 600, 20, 600),
+                                                                   (5, 600, 195, 975), (0, 0, 20, 0), (0, 50, 20, 50)])
+def test_loss_warmup_floor_in_steps(epochs, floor, steps_per_epoch, expected):
+    from cgh.methods import loss_warmup_steps
+
+    m = small_cfg("cgh", loss_warmup_epochs=epochs, loss_warmup_min_steps=floor).method
+    assert loss_warmup_steps(m, steps_per_epoch) == expected
+    assert build_method(small_cfg("cgh", loss_warmup_epochs=epochs, loss_warmup_min_steps=floor),
+                        steps_per_epoch=steps_per_epoch).warmup_steps == expected
+
+
+def test_hyper_bn_plain_normalises_the_whole_batch_in_the_hypercolumn_head():
+    from cgh.backbone import SplitBatchNorm
+
+    cfg = small_cfg("cgh", hyper_bn="plain", head_bn=True)
+    cfg.model.bn_mode, cfg.model.bn_splits = "split", 4
+    method = build_method(cfg)
+    hyper_norms = [m for m in method.student.hyper.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert hyper_norms and not any(isinstance(m, SplitBatchNorm) for m in hyper_norms)
+    assert type(method.student.hyper.reduce[1]) is torch.nn.BatchNorm2d
+    assert any(isinstance(m, SplitBatchNorm) for m in method.student.backbone.modules())  # the backbone keeps splits
+    cfg.method.hyper_bn = "split"
+    split = build_method(cfg)
+    assert isinstance(split.student.hyper.reduce[1], SplitBatchNorm)
+    # same parameter and buffer names either way: checkpoints of one load into the other
+    assert method.state_dict().keys() == split.state_dict().keys()
+    loss, _ = method(views(batch=8), momentum=0.99, step=0)
+    assert torch.isfinite(loss)

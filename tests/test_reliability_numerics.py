@@ -40,8 +40,8 @@ def poison(monkeypatch, at_step: int, term: str) -> None:
         method = real(*args, **kwargs)
         forward = method.forward
 
-        def forward_with_nan(views, momentum, step=0):
-            loss, terms = forward(views, momentum, step)
+        def forward_with_nan(views, momentum, step=0, diagnose=False):
+            loss, terms = forward(views, momentum, step, diagnose)
             if step == at_step:
                 terms[term] = terms[term] * float("nan")
                 loss = loss * float("nan")

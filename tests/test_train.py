@@ -138,8 +138,8 @@ def test_nonfinite_loss_stops_with_step_and_term_and_keeps_checkpoint(tmp_path, 
         method = real(*args, **kwargs)
         forward = method.forward
 
-        def forward_with_nan(views, momentum, step=0):
-            loss, terms = forward(views, momentum, step)
+        def forward_with_nan(views, momentum, step=0, diagnose=False):
+            loss, terms = forward(views, momentum, step, diagnose)
             if step == 5:
                 terms["csist"] = terms["csist"] * float("nan")
                 loss = loss * float("nan")

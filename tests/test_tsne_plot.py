@@ -142,6 +142,43 @@ def test_plot_curves_png_without_knn(tmp_path):
         plot_curves([a, b], tmp_path / "x.png", labels=["only one"])
 
 
+
+def _diag(std, ent, hyper=None, rank=30.0, cos=0.05):
+    """The collapse diagnostics of an epoch record (cgh.diagnostics); hyper: (std, ent) of CGH's second context."""
+    rec = {"std_global": std, "rank_global": rank, "cos_global": cos}
+    if ent is not None:
+        rec["ent_global"] = ent
+    if hyper is not None:
+        rec.update({"std_hyper": hyper[0], "rank_hyper": rank, "cos_hyper": cos, "ent_hyper": hyper[1]})
+    return rec
+
+
+def test_plot_curves_diagnostics_row(tmp_path):
+    from cgh.diagnostics import STD_COLLAPSED, is_diagnostic
+    from cgh.evaluate import plot
+
+    assert all(is_diagnostic(k) for k in plot.DIAGNOSTICS) and plot.STD_COLLAPSED == STD_COLLAPSED  # kept in step
+    epochs = range(1, 9)
+    cgh = _write_run(tmp_path / "cgh", [_start(), {"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": 12.0}, *[
+        _epoch(e, 7 - 0.3 * e, knn=12 + 6 * e,
+               **_diag(0.3 + 0.08 * e, 0.95 - 0.06 * e, hyper=(0.2 + 0.1 * e, 0.9 - 0.05 * e))) for e in epochs]])
+    ressl = _write_run(tmp_path / "ressl", [_start("ressl"), *[  # drifting to the collapsed fixed point
+        _epoch(e, 6.9, knn=20 - e, relation=6.9, **_diag(0.5 / e, min(1.0, 0.7 + 0.05 * e))) for e in epochs]])
+    moco = _write_run(tmp_path / "moco", [_start("mocov2"), *[_epoch(e, 8 - e, nce=8 - e, **_diag(0.9, None))
+                                                              for e in epochs]])
+    old = _write_run(tmp_path / "old", [_start(), *[_epoch(e, 6 - 0.5 * e, knn=10 * e) for e in epochs]])
+
+    r = read_run(cgh)
+    assert r.diagnostics["std_global"][0] == (1.0, pytest.approx(0.38)) and len(r.diagnostics["ent_hyper"]) == 8
+    assert read_run(old).diagnostics == {} and set(read_run(moco).diagnostics) == {"std_global", "rank_global",
+                                                                                   "cos_global"}
+    plain = _png_size(plot_curves([old], tmp_path / "old.png"))
+    assert plain == (1800, 720)  # 12 x 4.8 in at 150 dpi: no diagnostics, no second row
+    w, h = _png_size(plot_curves([cgh, ressl, moco, old], tmp_path / "diag.png", terms=True))
+    assert w == plain[0] and 1.7 * plain[1] < h < 2.1 * plain[1]  # the same figure with a second row
+    assert _png_size(plot_curves([moco], tmp_path / "moco.png"))[1] == h  # std only: the entropy panel says why
+
+
 def test_cli_plot(tmp_path, capsys):
     a = _write_run(tmp_path / "cgh-a", [_start(), *[_epoch(e, 6 - e, knn=10 * e) for e in range(1, 4)]])
     b = _write_run(tmp_path / "moco-b", [_start("mocov2"), _epoch(1, 7.0)])

@@ -30,7 +30,8 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 @dataclass
 class DataConfig:
     name: str = "synthetic"
-    """Dataset: cifar10, cifar100, stl10, tinyimagenet, imagenet, imagenet100, folder, npz or synthetic."""
+    """Dataset: cifar10, cifar100, stl10, tinyimagenet, imagenet, imagenet100, folder, npz, synthetic or digits
+    (scikit-learn's handwritten digits, a small real dataset that needs no download)."""
     path: str = ""
     """Dataset root or file (unused for synthetic). folder/npz paths may contain {split}."""
     split: str = "train"
@@ -113,6 +114,13 @@ class MethodConfig:
     """tau_s of the hypercolumn student's relations (SPEC 2.3: config temp_s = 0.08)."""
     loss_warmup_epochs: int = 5
     """CGH: epochs of the InfoNCE warm-up with the per-iteration ramp (SPEC 2.6: 5). 0 disables it."""
+    loss_warmup_min_steps: int = 0
+    """A floor in steps under the InfoNCE warm-up: it lasts max(loss_warmup_epochs x steps per epoch, this). The
+    authors' 5 epochs are ~975 steps on CIFAR and ~25,000 on ImageNet, but a handful on a small dataset, too few to
+    spread the features before the relation terms take over (benchmarks/relational_study.md). 0: the authors'."""
+    ressl_warmup: bool = False
+    """ReSSL: ramp from InfoNCE into the relation loss over the same warm-up as CGH. A DEPARTURE from the official
+    ReSSL (no warm-up); the ReSSL journal version adds an InfoNCE warm-up for robustness."""
     hyper_layers: list[str] = field(default_factory=lambda: ["layer3", "layer4"])
     """Stages stacked into the hypercolumn (SPEC 1.4: layer3, layer4); any subset of layer1..layer4."""
     hyper_resize: str = "bilinear"
@@ -136,6 +144,10 @@ class MethodConfig:
     """EMA factor of the centre (SPEC 2.5: 0.9)."""
     num_local: int = 0
     """Multi-crop: number of strong local crops (SPEC 2.7 and 3.3: 4 when on, 0 = off)."""
+    hyper_bn: str = "split"
+    """BN of the hypercolumn head: 'split' (the backbone's BN splits, so one process with W splits computes what W
+    processes compute) or 'plain' (one BN over the whole per-process batch: the authors' single-GPU code, whose
+    backbone uses 8 splits while this head normalises all 256 images together)."""
 
 
 @dataclass
@@ -217,6 +229,9 @@ class TrainConfig:
     """Progress bar on rank 0."""
     max_steps: int = 0
     """Stop after this many steps in total (0: run all epochs). For smoke tests; schedules still span all epochs."""
+    stop_on_collapse: bool = False
+    """Stop the run (with a checkpoint, status 'collapsed', exit status 3) when the collapse diagnostics
+    (cgh.diagnostics) report a sustained collapse; by default the run only prints a warning."""
 
 
 @dataclass
@@ -249,6 +264,7 @@ class Config:
         check.choice("method.hyper_resize", m.hyper_resize, ("bilinear", "avgpool"))
         check.choice("method.hyper_target", m.hyper_target, ("last", "first"))
         check.choice("method.context", m.context, ("cross", "same"))
+        check.choice("method.hyper_bn", m.hyper_bn, ("split", "plain"))
         check.choice("aug.teacher_view", a.teacher_view, ("weak", "strong"))
         check.choice("optim.schedule", o.schedule, ("cosine", "step", "constant"))
         check.choice("train.amp", t.amp, ("auto", "none", "bf16", "fp16"))
@@ -273,6 +289,7 @@ class Config:
             check.non_negative(f"optim.{key}", getattr(o, key))
         check.non_negative("optim.weight_decay", o.weight_decay)
         check.non_negative("method.loss_warmup_epochs", m.loss_warmup_epochs)
+        check.non_negative("method.loss_warmup_min_steps", m.loss_warmup_min_steps)
         check.non_negative("method.num_local", m.num_local)
         for key in ("ckpt_every", "ckpt_every_steps", "keep_every", "knn_every", "knn_max_train", "max_steps"):
             check.non_negative(f"train.{key}", getattr(t, key))

@@ -107,6 +107,13 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def any_true(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any process (a collective: every process must call it at the same point)."""
+    if world_size() == 1:
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+
 @torch.no_grad()
 def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:
     if world_size() > 1:

@@ -50,12 +50,14 @@ from cgh.checkpoint import (
 )
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, resolve_bn_mode, to_yaml
 from cgh.data import build_eval_loader, build_pretrain_loader, open_source
+from cgh.diagnostics import CollapseWatch, is_diagnostic
 from cgh.ema import momentum_at
 from cgh.errors import CGHError, CheckpointError, ConfigError
 from cgh.evaluate.knn import knn_accuracy
 from cgh.methods import build_method
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+EXIT_COLLAPSED = 3  # `cgh pretrain`'s exit status when train.stop_on_collapse stopped the run
 
 
 class NonFiniteLossError(CGHError, RuntimeError):
@@ -199,7 +201,7 @@ class RunResult:
     run_dir: Path
     epoch: int
     step: int
-    status: str  # "finished", "stopped" (signal) or "max_steps"
+    status: str  # "finished", "stopped" (signal), "max_steps" or "collapsed" (train.stop_on_collapse)
     metrics: dict[str, Any] = field(default_factory=dict)
     signum: int | None = None  # the signal that stopped the run (status "stopped")
 
@@ -267,6 +269,8 @@ def source_options(cfg: Config, split: str) -> dict[str, Any]:
     if d.name == "synthetic":
         return {"size": d.synthetic_size if split == "train" else d.synthetic_test_size,
                 "image_size": d.synthetic_image_size, "num_classes": d.synthetic_classes, "seed": d.synthetic_seed}
+    if d.name == "digits":  # 8x8 originals, enlarged once to the training size
+        return {"image_size": d.image_size}
     return {}
 
 
@@ -361,7 +365,9 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
 
     start_epoch, start_in_epoch, step = 0, 0, 0
     metrics: dict[str, Any] = {}
-    partial: dict[str, Any] = {"sums": {}, "count": 0}  # the running epoch means, kept in mid-epoch checkpoints
+    # the running epoch means, kept in mid-epoch checkpoints: per-key sums and counts (diagnostics are computed on
+    # logged steps only, so their counts differ from the loss terms')
+    partial: dict[str, Any] = {"sums": {}, "count": 0, "counts": {}}
     if ckpt is not None:
         _load_states(method, optimizer, scaler, ckpt, ckpt_path, rank)
         start_epoch, start_in_epoch, step = ckpt["epoch"], ckpt.get("epoch_step", 0), ckpt["step"]
@@ -408,6 +414,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
 
     # ---- epochs --------------------------------------------------------------------------------------------------
     status = "finished"
+    watch = CollapseWatch(m.queue_size, method.relation_terms)
     model.train()
     with StopSignal() as stop:
         for epoch in range(start_epoch, o.epochs):
@@ -418,6 +425,8 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
             # loss sums of the epoch so far (those of the steps before a mid-epoch resume come from the checkpoint)
             sums: dict[str, float] = dict(partial["sums"]) if first else {}
             count = partial["count"] if first else 0
+            # a checkpoint of an older cgh has no per-key counts: every key was summed on every step
+            counts: dict[str, int] = dict(partial.get("counts") or {k: count for k in sums}) if first else {}
             done, epoch_start = 0, time.time()
             bar = _progress(t.progress and main, steps_per_epoch, first, epoch, o.epochs)
             data_start = time.time()
@@ -435,8 +444,9 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
                     views = augment(batch.views, precropped=batch.cropped)
                 if channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                log_now = (step + 1) % t.log_every == 0 or step + 1 == stop_step
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
-                    loss, terms = model(views, momentum, step)
+                    loss, terms = model(views, momentum, step, diagnose=log_now)  # diagnostics on logged steps
                 if not torch.isfinite(loss):
                     bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["loss"]
                     raise NonFiniteLossError(
@@ -453,14 +463,23 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
                 values = {"loss": loss.detach(), **terms}
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
+                    counts[k] = counts.get(k, 0) + 1
                 count += 1
                 done += 1
                 images = len(batch.labels) * world
-                if main and (step % t.log_every == 0 or step == stop_step):
-                    log.write({"kind": "step", "epoch": epoch, "step": step, "lr": lr_now, "momentum": momentum,
-                               **{k: float(v) for k, v in values.items()}, "data_time": data_time})
+                collapsed = False
+                if log_now:
+                    floats = {k: float(v) for k, v in values.items()}
+                    warning = watch.update(step, floats)
+                    collapsed = watch.reported and t.stop_on_collapse
+                    if main:
+                        log.write({"kind": "step", "epoch": epoch, "step": step, "lr": lr_now, "momentum": momentum,
+                                   **floats, "data_time": data_time, **({"collapse": True} if warning else {})})
+                        if warning:
+                            print(("\n" if bar is not None else "") + warning, file=sys.stderr, flush=True)
                 if bar is not None:
-                    bar.set_postfix_str(" ".join(f"{k} {float(v):.3f}" for k, v in values.items())
+                    bar.set_postfix_str(" ".join(f"{k} {float(v):.3f}" for k, v in values.items()
+                                                 if not is_diagnostic(k))
                                         + f" lr {lr_now:.4f} img/s {images / max(1e-9, time.time() - data_start):.0f}"
                                         + f" data {data_time:.2f}s", refresh=False)
                     bar.update(1)
@@ -468,12 +487,14 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
                 done_epoch = i + 1 == steps_per_epoch
                 if stop.requested(device):
                     status = "stopped"
+                elif log_now and dist.any_true(collapsed, device):  # logged steps only: the same on every rank
+                    status = "collapsed"
                 elif step >= stop_step and step < total_steps:
                     status = "max_steps"
                 periodic = t.ckpt_every_steps and step % t.ckpt_every_steps == 0
                 if not done_epoch and (status != "finished" or periodic):
                     _save(ckpt_dir, method, optimizer, scaler, cfg, epoch, i + 1, step, metrics, world, main,
-                          partial={"sums": sums, "count": count})
+                          partial={"sums": sums, "count": count, "counts": counts})
                 if status != "finished":
                     break
                 data_start = time.time()
@@ -485,7 +506,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
 
             # ---- end of epoch: corrupt files, kNN monitor, record, checkpoint ---------------------------------
             record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1 if epoch_done else epoch, "step": step,
-                                      "lr": lr_now, **{k: v / count for k, v in sums.items()},
+                                      "lr": lr_now, **{k: v / counts[k] for k, v in sums.items()},
                                       "time": time.time() - epoch_start,
                                       "img_per_s": done * o.batch_size / max(1e-9, time.time() - epoch_start)}
             if getattr(loader, "bad_files", None):
@@ -501,7 +522,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
                 log.write(record)
                 if main:
                     print(_epoch_line(record, o.epochs), flush=True)
-                if last or (epoch + 1) % t.ckpt_every == 0 or status == "stopped" or (
+                if last or (epoch + 1) % t.ckpt_every == 0 or status in ("stopped", "collapsed") or (
                         t.keep_every and (epoch + 1) % t.keep_every == 0):
                     _save(ckpt_dir, method, optimizer, scaler, cfg, epoch + 1, 0, step, metrics, world, main,
                           keep=bool(t.keep_every and (epoch + 1) % t.keep_every == 0))
@@ -516,6 +537,9 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
             name = signal.Signals(stop.signum).name if stop.signum else "a signal on another process"
             print(f"stopped by {name} at step {step}; checkpoint {where}; continue with: "
                   f"cgh pretrain --resume {run_dir}", flush=True)
+        elif status == "collapsed":
+            print(f"stopped at step {step} because the features collapsed (train.stop_on_collapse); checkpoint "
+                  f"{where}", flush=True)
         else:
             print(f"done: {step} steps, checkpoint {where}", flush=True)
         log.write({"kind": "end", "status": status, "step": step, "time": time.time(), **metrics})
@@ -679,6 +703,10 @@ def _print_banner(b: dict[str, Any], resumed_from, start) -> None:
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
     parts = [f"epoch {r['epoch']}/{epochs}", f"loss {r['loss']:.4f}"]
     parts += [f"{k} {r[k]:.4f}" for k in ("hyper", "csist", "nce", "relation") if k in r]
+    for context in ("global", "hyper"):  # cgh.diagnostics: feature spread, rank, teacher target entropy
+        if f"std_{context}" in r:
+            parts.append(f"[{context}: std {r[f'std_{context}']:.2f} rank {r[f'rank_{context}']:.1f}"
+                         + (f" ent {r[f'ent_{context}']:.2f}" if f"ent_{context}" in r else "") + "]")
     if "knn_top1" in r:
         parts.append(f"kNN top-1 {r['knn_top1']:.2f}%")
     parts.append(f"{r['img_per_s']:.0f} img/s")
@@ -735,4 +763,6 @@ def run(args: argparse.Namespace) -> int:
         dist.shutdown()
     if result.status == "stopped":  # the shell's convention: 128 + the signal (SIGTERM 143, SIGINT 130)
         return 128 + (result.signum or signal.SIGTERM)
+    if result.status == "collapsed":
+        return EXIT_COLLAPSED
     return 0

@@ -12,6 +12,13 @@ epoch; ``knn_top1`` on monitor epochs, epoch 0 being the random init) and ``end`
   - a truncated last line (a run killed mid-write) and other unreadable lines are skipped and counted.
 NOTE (Fig. 2): the authors' monitor uses the projection-MLP embedding (SPEC 5.1); ours plots whatever ``knn_top1`` the
 run logged (see its config's train.knn_* settings).
+
+Collapse diagnostics (cgh.diagnostics): when any run's epoch records carry them (``std_global``, ``ent_global``, ...:
+the mean over the epoch's logged steps), the figure gets a second row under the kNN and loss panels, on the same epoch
+axis: the normalised feature std (about 1 spread, 0 collapsed) and the teacher's relation entropy as a fraction of
+ln K (1: a uniform target, no signal), global context solid and hypercolumn dashed, one colour per run as above. A
+row in the same PNG rather than a second file, so that a collapse reads directly under the kNN curve it explains and
+one command still writes one figure. Runs that logged no diagnostics (older runs) are drawn exactly as before.
 """
 
 from __future__ import annotations
@@ -32,13 +39,19 @@ METRICS_FILE = "metrics.jsonl"
 # hyper / csist / nce, ReSSL's relation, MoCo-v2's nce.
 TERM_STYLES = {"hyper": "--", "csist": ":", "nce": "-.", "relation": (0, (5, 1))}
 TERMS = tuple(TERM_STYLES)
+# The diagnostics of cgh.diagnostics (is_diagnostic), named here because that module pulls in torch and this one
+# must not (tests/test_tsne_plot.py keeps the two in step). std and ent are drawn; rank and cos are read, not drawn.
+DIAGNOSTICS = tuple(f"{stat}_{context}" for stat in ("std", "rank", "cos", "ent") for context in ("global", "hyper"))
+CONTEXT_STYLES = {"global": "-", "hyper": "--"}
+STD_COLLAPSED = 0.1  # cgh.diagnostics.STD_COLLAPSED: below it the watch counts a collapse
 _DPI = 150
 
 
 @dataclass
 class RunCurves:
     """The curves of one run. ``knn`` and ``loss`` are lists of (epoch, value) sorted by epoch; ``terms`` maps a loss
-    term to its curve. ``resumes`` counts the start records after the first; ``skipped_lines`` unreadable lines."""
+    term to its curve, ``diagnostics`` each collapse diagnostic (``DIAGNOSTICS``) it logged. ``resumes`` counts the
+    start records after the first; ``skipped_lines`` unreadable lines."""
 
     path: Path
     name: str
@@ -48,6 +61,7 @@ class RunCurves:
     knn: list[tuple[float, float]] = field(default_factory=list)
     loss: list[tuple[float, float]] = field(default_factory=list)
     terms: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    diagnostics: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     resumes: int = 0
     skipped_lines: int = 0
     status: str | None = None
@@ -150,12 +164,16 @@ def read_run(path: str | os.PathLike, name: str | None = None) -> RunCurves:
         for term in TERMS:
             if _finite(rec.get(term)):
                 run.terms.setdefault(term, []).append((x, float(rec[term])))
+        for name in DIAGNOSTICS:  # absent from epochs without a logged step (steps_per_epoch < train.log_every)
+            if _finite(rec.get(name)):
+                run.diagnostics.setdefault(name, []).append((x, float(rec[name])))
     return run
 
 
 def plot_curves(runs: list[RunCurves | str | os.PathLike], path: str | os.PathLike, *,
                 labels: list[str] | None = None, title: str | None = None, terms: bool = False) -> Path:
-    """Write a PNG with two panels, kNN top-1 (%) and loss against epoch, one colour per run.
+    """Write a PNG with two panels, kNN top-1 (%) and loss against epoch, one colour per run, and a second row with
+    the collapse diagnostics when any run logged them (module docstring).
 
     runs: ``RunCurves`` or run directories. labels: legend entries (default: method + run directory name).
     terms: also draw each run's loss terms (hyper, csist, nce, relation) as thinner lines, one style per term.
@@ -170,8 +188,13 @@ def plot_curves(runs: list[RunCurves | str | os.PathLike], path: str | os.PathLi
     if labels is not None and len(labels) != len(curves):
         raise ValueError(f"got {len(labels)} labels for {len(curves)} runs; expected one label per run")
     labels = labels or [c.label for c in curves]
-    fig = Figure(figsize=(12, 4.8), dpi=_DPI, layout="constrained")
-    ax_knn, ax_loss = fig.subplots(1, 2)
+    diagnosed = any(r.diagnostics for r in curves)
+    if diagnosed:
+        fig = Figure(figsize=(12, 9.0), dpi=_DPI, layout="constrained")
+        (ax_knn, ax_loss), (ax_std, ax_ent) = fig.subplots(2, 2, sharex=True)  # one epoch axis for the four
+    else:  # the figure of runs without diagnostics, as it always was
+        fig = Figure(figsize=(12, 4.8), dpi=_DPI, layout="constrained")
+        ax_knn, ax_loss = fig.subplots(1, 2)
     colours = [f"C{i % 10}" for i in range(len(curves))]
     no_knn = []
     for run, label, colour in zip(curves, labels, colours, strict=True):
@@ -202,12 +225,69 @@ def plot_curves(runs: list[RunCurves | str | os.PathLike], path: str | os.PathLi
     if not any(r.loss for r in curves):
         ax_loss.text(0.5, 0.5, "no epoch records yet", transform=ax_loss.transAxes, ha="center", va="center",
                      color="0.35")
+    if diagnosed:
+        for ax in (ax_knn, ax_loss):
+            ax.set_xlabel("")  # the shared epoch axis is labelled under the bottom row
+        _draw_diagnostics(ax_std, ax_ent, curves, labels, colours)
     datasets = sorted({r.dataset.split(" (")[0] for r in curves if r.dataset})
     fig.suptitle(title or "Training progress" + (f" on {', '.join(datasets)}" if datasets else ""))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _note(ax, text: str, y: float) -> None:
+    """A grey note across a panel at height y (axes fraction: 0.5 when it is the panel's only content)."""
+    va = "bottom" if y < 0.5 else "top" if y > 0.5 else "center"
+    ax.text(0.5, y, text, transform=ax.transAxes, ha="center", va=va, fontsize=8, color="0.35", wrap=True)
+
+
+def _draw_diagnostics(ax_std, ax_ent, curves: list[RunCurves], labels: list[str], colours: list[str]) -> None:
+    """The diagnostics row: feature std and teacher relation entropy fraction per context, against epoch."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    panels = {"std": ax_std, "ent": ax_ent}
+    drawn: dict[str, list[Line2D]] = {"std": [], "ent": []}  # one legend entry per run drawn in the panel
+    contexts: dict[str, set[str]] = {"std": set(), "ent": set()}
+    top = {"std": 1.2, "ent": 1.05}
+    for run, label, colour in zip(curves, labels, colours, strict=True):
+        for stat, ax in panels.items():
+            for context, style in CONTEXT_STYLES.items():
+                pts = run.diagnostics.get(f"{stat}_{context}")
+                if not pts:
+                    continue
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, color=colour, linestyle=style, linewidth=1.6 if context == "global" else 1.2,
+                        marker="o" if len(xs) == 1 else None)
+                top[stat] = max(top[stat], 1.05 * max(ys))
+                contexts[stat].add(context)
+            if any(f"{stat}_{c}" in run.diagnostics for c in CONTEXT_STYLES):
+                drawn[stat].append(Line2D([], [], color=colour, label=label))
+    ax_std.axhline(STD_COLLAPSED, color="0.5", linestyle=":", linewidth=1.0)
+    ax_ent.axhline(1.0, color="0.5", linestyle=":", linewidth=1.0)
+    refs = {"std": Line2D([], [], color="0.5", linestyle=":", label=f"collapse threshold ({STD_COLLAPSED:g})"),
+            "ent": Line2D([], [], color="0.5", linestyle=":", label="uniform target (no signal)")}
+    ax_std.set(xlabel="epoch", ylabel="std of the L2-normalised features × √D", ylim=(0, top["std"]),
+               title="feature spread (1: spread over the sphere, 0: collapsed)")
+    ax_ent.set(xlabel="epoch", ylabel="teacher relation entropy / ln K", ylim=(0, top["ent"]),
+               title="teacher target entropy (1: uniform, no signal)")
+    for stat, ax in panels.items():
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        styles = [] if "hyper" not in contexts[stat] else [  # the line styles, when there are two contexts
+            Line2D([], [], color="0.2", linestyle=CONTEXT_STYLES[c], label=name)
+            for c, name in (("global", "global"), ("hyper", "hypercolumn"))]
+        if drawn[stat]:
+            ax.legend(handles=[*drawn[stat], *styles, refs[stat]], fontsize=8, loc="best")
+    missing = [label for run, label in zip(curves, labels, strict=True) if not run.diagnostics]
+    if missing:
+        _note(ax_std, "no diagnostics in: " + ", ".join(missing), 0.98)  # at the top: a collapse ends at the bottom
+    no_target = [label for run, label in zip(curves, labels, strict=True)
+                 if run.diagnostics and not any(f"ent_{c}" in run.diagnostics for c in CONTEXT_STYLES)]
+    if no_target:  # MoCo-v2 has no relation target to take the entropy of
+        _note(ax_ent, "no teacher relation target in: " + ", ".join(no_target), 0.02 if drawn["ent"] else 0.5)
 
 
 # ---- command line ----------------------------------------------------------------------------------------------------

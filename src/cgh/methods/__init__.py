@@ -10,12 +10,19 @@ from __future__ import annotations
 from torch import nn
 
 from cgh.backbone import build_backbone
-from cgh.config import Config, resolve_bn_mode
+from cgh.config import Config, MethodConfig, resolve_bn_mode
 from cgh.methods.cgh import CGH
 from cgh.methods.mocov2 import MoCoV2
 from cgh.methods.ressl import ReSSL
 
 METHODS = {"mocov2": MoCoV2, "ressl": ReSSL, "cgh": CGH}
+
+
+def loss_warmup_steps(m: MethodConfig, steps_per_epoch: int) -> int:
+    """Steps of the InfoNCE warm-up: the configured epochs, with ``loss_warmup_min_steps`` as a floor (0 when off)."""
+    if m.loss_warmup_epochs == 0 and m.loss_warmup_min_steps == 0:
+        return 0
+    return max(m.loss_warmup_epochs * steps_per_epoch, m.loss_warmup_min_steps)
 
 
 def build_method(cfg: Config, world_size: int = 1, steps_per_epoch: int = 1) -> nn.Module:
@@ -32,5 +39,5 @@ def build_method(cfg: Config, world_size: int = 1, steps_per_epoch: int = 1) -> 
         cfg.method,
         bn_splits=splits,
         shuffle=mode in ("split", "shuffle"),
-        warmup_steps=cfg.method.loss_warmup_epochs * steps_per_epoch,
+        warmup_steps=loss_warmup_steps(cfg.method, steps_per_epoch),
     )

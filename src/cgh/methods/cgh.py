@@ -20,6 +20,7 @@ from torch import nn
 from cgh import dist
 from cgh.backbone import ResNet
 from cgh.config import MethodConfig
+from cgh.diagnostics import context_diagnostics
 from cgh.ema import ema_update, make_teacher
 from cgh.losses import cgh_loss_weights, info_nce, relation_logits, relation_loss
 from cgh.methods.common import build_encoder, teacher_forward
@@ -34,6 +35,8 @@ class CGH(nn.Module):
     Ablations: ``context="same"`` makes each context learn from its own teacher; ``hyper_from_global`` and
     ``global_from_hyper`` switch the two directions; ``hyper_layers`` chooses the stacked stages.
     """
+
+    relation_terms = ("hyper", "csist")  # the cross-context relation losses: ln K when collapsed (cgh.diagnostics)
 
     def __init__(self, backbone: ResNet, cfg: MethodConfig, bn_splits: int = 1, shuffle: bool = True,
                  warmup_steps: int = 0):
@@ -51,7 +54,7 @@ class CGH(nn.Module):
         # With one direction off, one head gets no gradient after the warm-up; DDP must be told.
         self.needs_find_unused = not (cfg.hyper_from_global and cfg.global_from_hyper)
 
-    def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0):
+    def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0, diagnose: bool = False):
         c = self.cfg
         weak, strong, *local = views
         ema_update(self.student, self.teacher, momentum)  # SPEC 1.2: every step, before the teacher forward
@@ -97,6 +100,9 @@ class CGH(nn.Module):
             self._update_centers(lk_raw, lkh_raw)
         terms = {name: value.detach() for name, value in terms.items()}
         terms["w_nce"] = torch.tensor(w_cl)
+        if diagnose:  # each context's student features and its own teacher's target (cgh.diagnostics)
+            terms.update(context_diagnostics("global", q, lk, c.temp_teacher_global))
+            terms.update(context_diagnostics("hyper", qh, lkh, c.temp_teacher_hyper))
         return loss, terms
 
     @torch.no_grad()

@@ -15,11 +15,13 @@ def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_spl
     """Student encoder: backbone + global MLP head (+ hypercolumn head for CGH), all dimensions from ``cfg``.
 
     The hypercolumn head's 1x1 conv reduces to the backbone's pooled width (SPEC 1.4: 2048 for ResNet-50, 512 for
-    ResNet-18) and uses the backbone's BN splits, as do the MLPs' BNs when ``cfg.head_bn`` is on.
+    ResNet-18) and uses the backbone's BN splits (``cfg.hyper_bn='split'``) or one BN over the process's batch
+    ('plain', the authors' single-GPU head); the global MLP's BN (``cfg.head_bn``) uses the backbone's splits.
     """
     head_norm = norm_layer_factory(bn_splits, dims=1) if cfg.head_bn else None
     projector = mlp(backbone.num_features, cfg.hid_dim, cfg.feat_dim, head_norm)
     hyper = None
+    hyper_splits = bn_splits if cfg.hyper_bn == "split" else 1  # 'plain': the authors' single-GPU head
     if hypercolumn:
         hyper = HypercolumnHead(
             dict(zip(STAGE_NAMES, backbone.stage_channels, strict=True)),
@@ -31,8 +33,8 @@ def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_spl
             target=cfg.hyper_target,
             scale=cfg.hyper_scale,
             l2norm=cfg.hyper_l2norm,
-            norm_layer=norm_layer_factory(bn_splits),
-            mlp_norm_layer=head_norm,
+            norm_layer=norm_layer_factory(hyper_splits),
+            mlp_norm_layer=norm_layer_factory(hyper_splits, dims=1) if cfg.head_bn else None,
         )
     return Encoder(backbone, projector, hyper)
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from cgh.backbone import ResNet
 from cgh.config import MethodConfig
+from cgh.diagnostics import context_diagnostics
 from cgh.ema import ema_update, make_teacher
 from cgh.losses import info_nce
 from cgh.methods.common import build_encoder, teacher_forward
@@ -22,6 +23,7 @@ class MoCoV2(nn.Module):
     """
 
     needs_find_unused = False
+    relation_terms = ()  # no relation target (cgh.diagnostics)
 
     def __init__(self, backbone: ResNet, cfg: MethodConfig, bn_splits: int = 1, shuffle: bool = True,
                  warmup_steps: int = 0):
@@ -31,7 +33,7 @@ class MoCoV2(nn.Module):
         self.teacher = make_teacher(self.student)
         self.queue = FeatureQueue(cfg.queue_size, cfg.feat_dim)
 
-    def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0):
+    def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0, diagnose: bool = False):
         x_k, x_q = views[0], views[1]
         ema_update(self.student, self.teacher, momentum)  # before the key forward, as in the authors' code
 
@@ -39,5 +41,8 @@ class MoCoV2(nn.Module):
         k = F.normalize(teacher_forward(self.teacher, x_k, self.shuffle, hyper=False).z, dim=1)  # (B, D)
 
         loss = info_nce(q, k, self.queue.features, self.cfg.temperature)
+        terms = {"nce": loss.detach()}
+        if diagnose:  # no relation target in MoCo-v2: the spread of the queries only (cgh.diagnostics)
+            terms.update(context_diagnostics("global", q))
         self.queue.push(k)  # after the logits: the current keys are never their own negatives
-        return loss, {"nce": loss.detach()}
+        return loss, terms

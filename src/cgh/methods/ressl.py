@@ -8,8 +8,9 @@ from torch import nn
 
 from cgh.backbone import ResNet
 from cgh.config import MethodConfig
+from cgh.diagnostics import context_diagnostics
 from cgh.ema import ema_update, make_teacher
-from cgh.losses import relation_logits, relation_loss
+from cgh.losses import cgh_loss_weights, info_nce, relation_logits, relation_loss
 from cgh.methods.common import build_encoder, teacher_forward
 from cgh.queue import FeatureQueue
 
@@ -20,30 +21,47 @@ class ReSSL(nn.Module):
     loss = CE(softmax(k.queue / tau_t), q.queue / tau_s) with tau_t = ``temp_teacher_global`` (0.04) and tau_s =
     ``temp_student_global`` (0.1), ReSSL's values. Multi-crop as in the ReSSL repo (SPEC 2.7): every strong crop is a
     student of the same teacher relation, and the loss is averaged over all crops' rows.
+
+    With ``cfg.ressl_warmup`` (a DEPARTURE from the official ReSSL, which has none; the ReSSL journal version adds
+    one) the loss ramps from MoCo's InfoNCE into the relation loss over ``warmup_steps``, per iteration, with the
+    weights of CGH's warm-up: (1 - alpha) InfoNCE + alpha relation.
     """
 
     needs_find_unused = False
+    relation_terms = ("relation",)  # losses against the queue's relations: ln K when collapsed (cgh.diagnostics)
 
     def __init__(self, backbone: ResNet, cfg: MethodConfig, bn_splits: int = 1, shuffle: bool = True,
                  warmup_steps: int = 0):
         super().__init__()
         self.cfg, self.shuffle = cfg, shuffle
+        self.warmup_steps = warmup_steps if cfg.ressl_warmup else 0
         self.student = build_encoder(backbone, cfg, hypercolumn=False, bn_splits=bn_splits)
         self.teacher = make_teacher(self.student)
         self.queue = FeatureQueue(cfg.queue_size, cfg.feat_dim)
 
-    def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0):
+    def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0, diagnose: bool = False):
         weak, *strong = views
         ema_update(self.student, self.teacher, momentum)
 
         k = F.normalize(teacher_forward(self.teacher, weak, self.shuffle, hyper=False).z, dim=1)  # (B, D)
         logits_k = relation_logits(k, self.queue.features)  # (B, K)
-        losses = []
+        losses, q0 = [], None
         for x in strong:  # the 'global' strong view, then the local crops (equal rows each: a mean of means)
             q = F.normalize(self.student(x, hyper=False).z, dim=1)  # (B, D)
+            q0 = q if q0 is None else q0
             losses.append(relation_loss(relation_logits(q, self.queue.features), logits_k,
                                         self.cfg.temp_student_global, self.cfg.temp_teacher_global))
-        loss = torch.stack(losses).mean()
-
+        relation = torch.stack(losses).mean()
+        terms = {"relation": relation.detach()}
+        w_nce, w_hyper, w_csist = cgh_loss_weights(step, self.warmup_steps)
+        loss = (w_hyper + w_csist) * relation
+        if w_nce > 0:  # the optional InfoNCE warm-up (ressl_warmup), on the 'global' strong view
+            nce = info_nce(q0, k, self.queue.features, self.cfg.temperature)
+            loss = loss + w_nce * nce
+            terms["nce"] = nce.detach()
+        if self.warmup_steps:
+            terms["w_nce"] = torch.tensor(w_nce)
+        if diagnose:  # the student's strong view, and the teacher's target (cgh.diagnostics)
+            terms.update(context_diagnostics("global", q0, logits_k, self.cfg.temp_teacher_global))
         self.queue.push(k)
-        return loss, {"relation": loss.detach()}
+        return loss, terms

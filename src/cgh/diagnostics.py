@@ -1,0 +1,124 @@
+"""Collapse and health diagnostics of a pretraining run: pure functions on a batch of features, and a watch.
+
+Relational methods (ReSSL, CGH) have a fixed point where every feature is the same vector: every relation to the
+queue is then equal, the teacher's target is uniform, the student is taught to be equally similar to everything,
+the loss sits at ln K and its gradient is zero. These numbers tell a healthy run from one drifting there, cheaply
+enough to leave on (benchmarks/diagnostics_cost.md). Per context (``global``, ``hyper``) of the student's batch:
+
+    std   standard deviation over the batch of the L2-normalised features, averaged over the dimensions, times
+          sqrt(D): about 1 for features spread over the sphere, 0 when collapsed (the SimSiam paper's measure).
+    rank  effective rank of the batch's centred features, exp(entropy of the normalised singular values)
+          (Roy and Vetterli, EUSIPCO 2007; RankMe, Garrido et al. ICML 2023): 1 .. min(N, D). It measures
+          dimensional collapse; it ignores scale, so a collapse to one vector plus noise keeps a high rank (std and
+          cos show that one).
+    cos   mean cosine similarity between different images of the batch: about 0 when spread, 1 when collapsed.
+    ent   entropy of the teacher's relation distribution softmax(k . Q / tau_t) as a fraction of ln K: 1 is a
+          uniform target (no signal), small is a sharp one (only for methods with relation targets).
+
+Shapes: N rows (the batch), D feature dimension, K queue slots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+# The signs of a collapse (see CollapseWatch): a relation loss within LOSS_NATS of ln K (the loss of a uniform target
+# matched by a uniform student, where the gradient vanishes), or features whose normalised std is below STD_COLLAPSED.
+LOSS_NATS = 1e-3
+STD_COLLAPSED = 0.1
+PATIENCE = 3  # consecutive logged steps before a collapse is reported
+
+
+@torch.no_grad()
+def feature_stats(z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``std``, ``rank`` and ``cos`` (module docstring) of a batch of features z: (N, D), N >= 2. Scalars on
+    z's device, float32; nothing is read to the host."""
+    if z.ndim != 2 or z.shape[0] < 2:
+        raise ValueError(f"feature_stats expects (N, D) features with N >= 2, got {tuple(z.shape)}")
+    with torch.autocast(z.device.type, enabled=False):  # called inside the loop's autocast: stay in float32
+        z = F.normalize(z.detach().float(), dim=1)  # (N, D)
+        n, d = z.shape
+        std = z.std(dim=0).mean() * math.sqrt(d)
+        # mean off-diagonal cosine without the (N, N) matrix: |sum_i z_i|^2 = N + sum_{i != j} z_i . z_j
+        cos = (z.sum(dim=0).square().sum() - n) / (n * (n - 1))
+        s = torch.linalg.svdvals(z - z.mean(dim=0, keepdim=True))  # (min(N, D),)
+        p = s / s.sum().clamp_min(1e-12)
+        rank = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+    return {"std": std, "rank": rank, "cos": cos}
+
+
+@torch.no_grad()
+def relation_entropy(teacher_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """Mean entropy of softmax(teacher_logits / tau) over the rows, as a fraction of ln K.
+
+    teacher_logits: (N, K) similarities to the queue (``cgh.losses.relation_logits``), K >= 2. A scalar in [0, 1].
+    """
+    if teacher_logits.ndim != 2 or teacher_logits.shape[1] < 2:
+        raise ValueError(f"relation_entropy expects (N, K) logits with K >= 2, got {tuple(teacher_logits.shape)}")
+    with torch.autocast(teacher_logits.device.type, enabled=False):
+        log_p = F.log_softmax(teacher_logits.detach().float() / tau, dim=1)  # (N, K)
+        entropy = -(log_p.exp() * log_p).sum(dim=1).mean()
+    return entropy / math.log(teacher_logits.shape[1])
+
+
+def context_diagnostics(context: str, z: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+                        tau_t: float | None = None) -> dict[str, torch.Tensor]:
+    """The diagnostics of one context, named ``<stat>_<context>`` (e.g. ``std_global``, ``ent_hyper``)."""
+    out = {f"{name}_{context}": value for name, value in feature_stats(z).items()}
+    if teacher_logits is not None and tau_t is not None:
+        out[f"ent_{context}"] = relation_entropy(teacher_logits, tau_t)
+    return out
+
+
+def is_diagnostic(name: str) -> bool:
+    """Whether a logged term is one of these diagnostics (rather than a loss term)."""
+    stat, _, context = name.partition("_")
+    return stat in ("std", "rank", "cos", "ent") and context in ("global", "hyper")
+
+
+def collapse_signs(values: Mapping[str, float], queue_size: int, relation_terms: tuple[str, ...] = ()
+                   ) -> list[str]:
+    """What in one logged step's ``values`` says the features have collapsed (empty when nothing does).
+    ``relation_terms``: the names of the method's relation losses (compared with ln K)."""
+    signs, ln_k = [], math.log(queue_size)
+    for name in relation_terms:
+        v = values.get(name, math.nan)
+        if abs(v - ln_k) < LOSS_NATS:
+            signs.append(f"relation loss {name} {v:.4f} within {LOSS_NATS} of ln K = {ln_k:.4f}")
+    for name, v in values.items():
+        if is_diagnostic(name) and name.startswith("std_") and v < STD_COLLAPSED:
+            signs.append(f"{name.partition('_')[2]} feature std {v:.3f} (< {STD_COLLAPSED}; ~1 when spread)")
+    return signs
+
+
+class CollapseWatch:
+    """Fed the values of every logged step; reports once when a collapse has lasted ``patience`` logged steps.
+
+    ``update`` returns the warning text the first time the collapse is sustained, else None. It never stops the run:
+    the loop does that when ``train.stop_on_collapse`` is set.
+    """
+
+    def __init__(self, queue_size: int, relation_terms: tuple[str, ...] = (), patience: int = PATIENCE):
+        self.queue_size, self.relation_terms, self.patience = queue_size, tuple(relation_terms), patience
+        self.streak, self.first_step, self.reported = 0, None, False
+
+    def update(self, step: int, values: Mapping[str, float]) -> str | None:
+        signs = collapse_signs(values, self.queue_size, self.relation_terms)
+        if not signs:
+            self.streak, self.first_step = 0, None
+            return None
+        self.streak += 1
+        self.first_step = step if self.first_step is None else self.first_step
+        if self.streak < self.patience or self.reported:
+            return None
+        self.reported = True
+        diag = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if is_diagnostic(k))
+        return (f"warning: the features look collapsed since step {self.first_step} ({self.streak} logged steps): "
+                f"{'; '.join(signs)} ({diag}). What mattered in benchmarks/relational_study.md: a longer InfoNCE "
+                "warm-up (method.loss_warmup_min_steps; method.ressl_warmup for ReSSL), BN in the projection heads "
+                "(method.head_bn) and, for CGH, sharper hypercolumn teacher temperatures (method.temp_teacher_hyper). "
+                "Set train.stop_on_collapse=true to stop such a run.")
