@@ -38,6 +38,7 @@ def test_provoked_collapse_is_reported_once_and_the_run_goes_on(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.count("warning: the features look collapsed") == 1, err
     assert "relation loss" in err and f"ln K = {math.log(512):.4f}" in err and "loss_warmup_min_steps" in err
+    assert "Set train.stop_on_collapse=true to stop such a run" in err
     flagged = [r["step"] for r in step_records(out) if r.get("collapse")]
     assert len(flagged) == 1 and flagged[0] <= 140
     before = [r for r in step_records(out) if r["step"] < flagged[0] - 10]
@@ -50,7 +51,7 @@ def test_stop_on_collapse_writes_a_checkpoint_and_exits_3(tmp_path):
                            "train.stop_on_collapse=true", f"out_dir={out}"], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert proc.returncode == EXIT_COLLAPSED == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "warning: the features look collapsed" in proc.stderr
+    assert "warning: the features look collapsed" in proc.stderr and "Stopping (train.stop_on_collapse)" in proc.stderr
     assert "because the features collapsed" in proc.stdout and (out / "checkpoints" / "last.pt").is_file()
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     end = records[-1]

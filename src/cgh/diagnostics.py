@@ -102,8 +102,10 @@ class CollapseWatch:
     the loop does that when ``train.stop_on_collapse`` is set.
     """
 
-    def __init__(self, queue_size: int, relation_terms: tuple[str, ...] = (), patience: int = PATIENCE):
+    def __init__(self, queue_size: int, relation_terms: tuple[str, ...] = (), patience: int = PATIENCE,
+                 stops: bool = False):
         self.queue_size, self.relation_terms, self.patience = queue_size, tuple(relation_terms), patience
+        self.stops = stops  # whether the run stops on the warning (train.stop_on_collapse): the text says so
         self.streak, self.first_step, self.reported = 0, None, False
 
     def update(self, step: int, values: Mapping[str, float]) -> str | None:
@@ -118,7 +120,8 @@ class CollapseWatch:
         self.reported = True
         diag = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if is_diagnostic(k))
         return (f"warning: the features look collapsed since step {self.first_step} ({self.streak} logged steps): "
-                f"{'; '.join(signs)} ({diag}). What mattered in benchmarks/relational_study.md: a longer InfoNCE "
-                "warm-up (method.loss_warmup_min_steps; method.ressl_warmup for ReSSL), BN in the projection heads "
-                "(method.head_bn) and, for CGH, sharper hypercolumn teacher temperatures (method.temp_teacher_hyper). "
-                "Set train.stop_on_collapse=true to stop such a run.")
+                f"{'; '.join(signs)} ({diag}). What decides it at small scale (benchmarks/relational_study.md): "
+                "the length of the InfoNCE warm-up in steps (method.loss_warmup_min_steps; method.ressl_warmup for "
+                "ReSSL) and BN in the projection heads (method.head_bn). "
+                + ("Stopping (train.stop_on_collapse)." if self.stops
+                   else "Set train.stop_on_collapse=true to stop such a run."))

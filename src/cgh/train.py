@@ -6,8 +6,13 @@ Run directory layout:
                          resumed run first drops the records of steps after its checkpoint (it runs them again), so
                          every step is logged once
     checkpoints/last.pt  written atomically every train.ckpt_every epochs (and train.ckpt_every_steps steps), at
-                         the end, and when stopped by SIGTERM/SIGINT (exit status 128 + the signal); epoch_NNNN.pt
-                         copies every train.keep_every, also atomic
+                         the end, when stopped by SIGTERM/SIGINT (exit status 128 + the signal) and when stopped by
+                         a collapse (train.stop_on_collapse, exit status 3); epoch_NNNN.pt copies every
+                         train.keep_every, also atomic
+
+Logged steps also carry the collapse diagnostics of ``cgh.diagnostics`` (the methods compute them only when asked,
+on those steps); a ``CollapseWatch`` reads them and warns once. Its streak is not saved in checkpoints: after a
+resume it counts again from zero, which can only delay a warning.
 
 Schedules are indexed by the global step. Resume restores model, teacher, queues and pointers, optimizer, scaler,
 RNG states of every process, the position in the epoch and the epoch's running loss sums, so a resumed run ends
@@ -414,7 +419,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
 
     # ---- epochs --------------------------------------------------------------------------------------------------
     status = "finished"
-    watch = CollapseWatch(m.queue_size, method.relation_terms)
+    watch = CollapseWatch(m.queue_size, method.relation_terms, stops=t.stop_on_collapse)
     model.train()
     with StopSignal() as stop:
         for epoch in range(start_epoch, o.epochs):
@@ -606,7 +611,7 @@ def _find_checkpoint(target: str | os.PathLike) -> Path:
 # Keys that may change on resume without touching the optimisation (everything else must match).
 RESUME_SAFE = ("train.device", "train.progress", "train.log_every", "train.knn_every", "train.knn_max_train",
                "train.ckpt_every", "train.ckpt_every_steps", "train.keep_every", "train.max_steps",
-               "data.num_workers", "data.path", "data.corrupt", "out_dir", "train.compile")
+               "data.num_workers", "data.path", "data.corrupt", "out_dir", "train.compile", "train.stop_on_collapse")
 
 
 def _resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) -> Config:
