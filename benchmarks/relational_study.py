@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cgh.demo import DEMO_DATASETS
+from cgh.methods import METHODS
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "relational_study.jsonl"
@@ -190,7 +191,7 @@ def _ms(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}"
 
 
-RELATION_TERMS = {"ressl": ("relation",), "cgh": ("hyper", "csist"), "mocov2": ()}
+RELATION_TERMS = {name: method.relation_terms for name, method in METHODS.items()}  # compared with ln K
 
 
 def collapse_step(r: dict) -> int | None:
