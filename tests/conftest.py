@@ -35,7 +35,8 @@ def _seed():
 TINY = ["data.name=synthetic", "data.path=", "data.synthetic_size=256", "data.synthetic_test_size=128",
         "data.image_size=32", "data.synthetic_image_size=32", "model.arch=resnet18", "model.stem=cifar",
         "model.width=8", "method.queue_size=128", "method.hid_dim=32", "method.feat_dim=16", "method.hyper_dim=16",
-        "optim.batch_size=64", "optim.warmup_epochs=0", "method.loss_warmup_epochs=1", "train.knn_every=0",
+        "optim.batch_size=64", "optim.warmup_epochs=0", "method.loss_warmup_epochs=1", "method.loss_warmup_min_steps=0",
+        "train.knn_every=0",
         "train.progress=false", "train.log_every=1", "data.num_workers=0"]
 
 
