@@ -90,7 +90,7 @@ def measure(cfg: Config, methods=METHOD_NAMES, batch_size: int = 64, warmup: int
     cfg.method.queue_size = max(batch_size, cfg.method.queue_size // batch_size * batch_size)
     runs = {}
     for name in methods:
-        # CGH is timed past its loss warm-up (step >= warmup_steps = loss_warmup_epochs * 1 step per epoch)
+        # CGH is timed past its loss warm-up, whatever its length (epochs or the loss_warmup_min_steps floor)
         runs[name] = _step_fn(name, cfg, dev, views, labels, step=10 ** 9)[0]
     if include_cgh_warmup and "cgh" in methods:
         runs["cgh (loss warm-up)"] = _step_fn("cgh", cfg, dev, views, labels, step=0)[0]

@@ -19,9 +19,7 @@ METHODS = {"mocov2": MoCoV2, "ressl": ReSSL, "cgh": CGH}
 
 
 def loss_warmup_steps(m: MethodConfig, steps_per_epoch: int) -> int:
-    """Steps of the InfoNCE warm-up: the configured epochs, with ``loss_warmup_min_steps`` as a floor (0 when off)."""
-    if m.loss_warmup_epochs == 0 and m.loss_warmup_min_steps == 0:
-        return 0
+    """Steps of the InfoNCE warm-up: the configured epochs, with ``loss_warmup_min_steps`` as a floor."""
     return max(m.loss_warmup_epochs * steps_per_epoch, m.loss_warmup_min_steps)
 
 
