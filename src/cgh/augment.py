@@ -1,14 +1,12 @@
 """On-device, batched augmentation (SPEC section 3), with kornia's image functions.
 
-INTERFACE CONTRACT (filled in by the augmentation work; the training loop codes against these names):
+    AugParams(jitter=..., blur_p=...)     the strong-view recipe numbers (from config.AugConfig, by keyword)
+    build_augment(cfg, specs)             the configured ViewAugment: what training, ``cgh views`` and the probes use
+    ViewAugment(specs, params, mean, std) nn.Module: a loader Batch (or uint8 tensors) -> list of float views
+    EvalTransform(size, mean, std)        nn.Module: uint8 (B,3,H,W) -> normalised float (B,3,size,size)
 
-    ViewSpec(size, scale, strong, ratio=(3/4, 4/3))  one view: RandomResizedCrop(size, scale, ratio) (+ jitter,
-                                                     grayscale, blur when strong) + flip
-    AugParams                                        the recipe numbers (from config.AugConfig)
-    NORMALIZATION[dataset] -> (mean, std)            per-dataset statistics (SPEC 3.1 and 4.2)
-    pretrain_views(...) -> list[ViewSpec]            [teacher view, student view, *local views]
-    ViewAugment(specs, params, mean, std)            nn.Module: list of uint8 (B,3,H,W) -> list of float views
-    EvalTransform(size, mean, std)                   nn.Module: uint8 (B,3,H,W) -> normalised float (B,3,size,size)
+The views themselves (``ViewSpec``, ``pretrain_views``) are in cgh.views, the per-dataset statistics in
+cgh.data.normalization; both names are re-exported here.
 
 Everything works on whole batches on the input's device (CPU or GPU); there is no Python loop over samples and no
 ``.cuda()``. All randomness comes from torch's global RNG, so ``torch.manual_seed`` makes a run reproducible and the
@@ -38,20 +36,8 @@ import kornia.filters as KF
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """One augmented view: RandomResizedCrop to ``size`` with area ``scale`` and aspect ``ratio``, then either the
-    strong MoCo-v2 recipe (colour jitter, grayscale, blur, flip) or, when ``strong`` is False, a flip only."""
-
-    size: int
-    scale: tuple[float, float]
-    strong: bool
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-
-
-# The blur sigma range of SPEC 3.1 is in pixels of a 224-px crop; this is the resolution it is defined at.
-_REFERENCE_SIZE = 224
+from cgh.data.normalization import IMAGENET, NORMALIZATION, dataset_normalization  # noqa: F401 - re-exported
+from cgh.views import REFERENCE_SIZE, ViewSpec, check_scale, pretrain_views  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -95,104 +81,6 @@ class AugParams:
         if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
             raise ValueError(f"AugParams.blur_sigma must be (low, high) with 0 < low <= high, got {self.blur_sigma}")
 
-
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-# dataset name -> (mean, std) of RGB in [0, 1].
-NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    # SPEC 3.1 step 6 (the authors' ImageNet transforms).
-    "imagenet": _IMAGENET,
-    # ImageNet-100 is a 100-class subset of ImageNet's images (SPEC 4.2), so ImageNet's statistics (SPEC 3.1).
-    "imagenet100": _IMAGENET,
-    # SPEC 4.2, the ReSSL small-data recipe's per-dataset statistics.
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-    "stl10": ((0.4408, 0.4279, 0.3867), (0.2682, 0.2610, 0.2686)),
-    "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
-    # The built-in synthetic set: fixed round values (not measured), mapping [0, 1] to [-2, 2]; normalisation only
-    # needs to put inputs on a sane scale, and fixed values do not change when the generator does.
-    "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
-    # scikit-learn's digits at 32 px (cgh.data.digits): mean and std of the 1300 training images' pixels, measured.
-    "digits": ((0.3055, 0.3055, 0.3055), (0.3241, 0.3241, 0.3241)),
-    # Arbitrary user images (a folder or an .npz array): ImageNet statistics, the usual default for natural images.
-    "folder": _IMAGENET,
-    "npz": _IMAGENET,
-}
-
-
-def dataset_normalization(data) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) for a config's data section: its ``mean`` / ``std`` when set, else the dataset's own statistics
-    above (ImageNet's for a dataset without an entry)."""
-    default_mean, default_std = NORMALIZATION.get(data.name, NORMALIZATION["imagenet"])
-    return tuple(data.mean or default_mean), tuple(data.std or default_std)
-
-# SPEC 3.3: local crop sizes and area scales of the multi-crop transform, defined for a 224-px global crop.
-_LOCAL_SIZES_224 = (192, 160, 128, 96)
-_LOCAL_SCALES = ((0.172, 0.86), (0.143, 0.715), (0.114, 0.571), (0.086, 0.429))
-_MIN_LOCAL_SIZE = 8
-
-
-def _check_scale(name: str, scale: Sequence[float]) -> tuple[float, float]:
-    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-        raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {tuple(scale)}")
-    return (float(scale[0]), float(scale[1]))
-
-
-def pretrain_views(
-    image_size: int,
-    *,
-    teacher: str = "weak",
-    weak_scale: tuple[float, float] = (0.2, 1.0),
-    strong_scale: tuple[float, float] = (0.2, 1.0),
-    num_local: int = 0,
-    local_sizes: Sequence[int] | None = None,
-    local_scales: Sequence[tuple[float, float]] | None = None,
-) -> list[ViewSpec]:
-    """The pretraining views, in the order the methods consume them: ``[teacher, student, *locals]``.
-
-    ``teacher="weak"``: crop + flip only for the teacher (ReSSL and CGH, SPEC 3.2), scale ``weak_scale``.
-    ``teacher="strong"``: two identically distributed strong views (MoCo-v2's ``ssl_transforms``, SPEC 3.2), both
-    with ``strong_scale``. The student view is always strong with ``strong_scale`` (SPEC 3.1: (0.2, 1.0)).
-    Local views (SPEC 3.3) are strong. Without ``local_sizes`` their sizes are 192, 160, 128, 96 scaled by
-    ``image_size / 224`` (rounded, at least 8 px: 32 px gives 27, 23, 18, 14), so ``num_local`` is at most 4;
-    ``local_sizes`` are absolute pixels. Without ``local_scales`` the scales are SPEC 3.3's, for at most 4 locals.
-    """
-    if not isinstance(image_size, int) or image_size < _MIN_LOCAL_SIZE:
-        raise ValueError(f"image_size must be an integer >= {_MIN_LOCAL_SIZE}, got {image_size!r}")
-    if teacher not in ("weak", "strong"):
-        raise ValueError(f"teacher must be 'weak' (ReSSL/CGH) or 'strong' (MoCo-v2), got {teacher!r}")
-    weak_scale = _check_scale("weak_scale", weak_scale)
-    strong_scale = _check_scale("strong_scale", strong_scale)
-    if not isinstance(num_local, int) or num_local < 0:
-        raise ValueError(f"num_local must be a non-negative integer, got {num_local!r}")
-
-    if local_sizes is None:
-        if num_local > len(_LOCAL_SIZES_224):
-            raise ValueError(
-                f"num_local={num_local} needs explicit local_sizes: SPEC 3.3 defines {len(_LOCAL_SIZES_224)} local "
-                f"crops {list(_LOCAL_SIZES_224)} (at 224 px)"
-            )
-        local_sizes = [max(_MIN_LOCAL_SIZE, round(s * image_size / _REFERENCE_SIZE)) for s in _LOCAL_SIZES_224]
-        local_sizes = local_sizes[:num_local]
-    elif len(local_sizes) != num_local or any(not isinstance(s, int) or s < 1 for s in local_sizes):
-        raise ValueError(f"local_sizes must be {num_local} positive integers (num_local), got {list(local_sizes)}")
-    if local_scales is None:
-        if num_local > len(_LOCAL_SCALES):
-            raise ValueError(
-                f"num_local={num_local} needs explicit local_scales: SPEC 3.3 defines {len(_LOCAL_SCALES)} "
-                f"local scales {list(_LOCAL_SCALES)}"
-            )
-        local_scales = _LOCAL_SCALES[:num_local]
-    elif len(local_scales) != num_local:
-        raise ValueError(f"local_scales must have {num_local} (low, high) pairs (num_local), got {list(local_scales)}")
-
-    if teacher == "weak":
-        views = [ViewSpec(image_size, weak_scale, strong=False), ViewSpec(image_size, strong_scale, strong=True)]
-    else:
-        views = [ViewSpec(image_size, strong_scale, strong=True), ViewSpec(image_size, strong_scale, strong=True)]
-    for i, (size, scale) in enumerate(zip(local_sizes, local_scales, strict=True)):
-        views.append(ViewSpec(int(size), _check_scale(f"local_scales[{i}]", scale), strong=True))
-    return views
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -397,8 +285,8 @@ class ViewAugment(torch.nn.Module):
         self,
         specs: Sequence[ViewSpec],
         params: AugParams = AugParams(),  # noqa: B008 - frozen dataclass, safe as a default
-        mean: Sequence[float] = _IMAGENET[0],
-        std: Sequence[float] = _IMAGENET[1],
+        mean: Sequence[float] = IMAGENET[0],
+        std: Sequence[float] = IMAGENET[1],
     ) -> None:
         super().__init__()
         if len(specs) == 0:
@@ -408,7 +296,7 @@ class ViewAugment(torch.nn.Module):
                 raise ValueError(f"specs[{i}] must be a ViewSpec, got {type(spec).__name__}")
             if spec.size < 1:
                 raise ValueError(f"specs[{i}].size must be a positive integer, got {spec.size}")
-            _check_scale(f"specs[{i}].scale", spec.scale)
+            check_scale(f"specs[{i}].scale", spec.scale)
             if not 0 < spec.ratio[0] <= spec.ratio[1]:
                 raise ValueError(f"specs[{i}].ratio must be (low, high) with 0 < low <= high, got {spec.ratio}")
         self.specs = list(specs)
@@ -418,7 +306,7 @@ class ViewAugment(torch.nn.Module):
         self.register_buffer("std", std_t, persistent=False)
 
         # Blur sigma is defined at 224 px (AugParams docstring); the global (largest) view sets the resolution.
-        rel = max(s.size for s in self.specs) / _REFERENCE_SIZE if params.blur_relative else 1.0
+        rel = max(s.size for s in self.specs) / REFERENCE_SIZE if params.blur_relative else 1.0
         sigma = (params.blur_sigma[0] * rel, params.blur_sigma[1] * rel)
         # The kernel covers +-3 sigma_max and is odd (13 taps at 224 px, 3 at 32 px).
         kernel = 2 * math.ceil(3 * sigma[1]) + 1

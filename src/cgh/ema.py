@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
+
+from cgh.schedule import momentum_at  # noqa: F401 - it lived here before cgh.schedule
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
@@ -33,12 +34,3 @@ def ema_update(student: nn.Module, teacher: nn.Module, m: float) -> None:
     if m == 1.0:
         return
     torch._foreach_lerp_(t_params, [p.detach() for p in s_params], 1.0 - m)
-
-
-def momentum_at(base: float, schedule: str, step: int, total_steps: int) -> float:
-    """EMA momentum at a global step: ``constant`` (the authors, SPEC 1.2) or ``cosine`` from ``base`` to 1 (BYOL)."""
-    if schedule == "constant" or total_steps <= 1:
-        return base
-    if schedule == "cosine":
-        return 1.0 - (1.0 - base) * (math.cos(math.pi * min(step, total_steps) / total_steps) + 1) / 2
-    raise ValueError(f"unknown momentum schedule {schedule!r}; expected 'constant' or 'cosine'")

@@ -54,14 +54,14 @@ from cgh.checkpoint import (
     set_rng_state,
 )
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, resolve_bn_mode, to_yaml
-from cgh.data import build_eval_loader, build_pretrain_loader, open_source
+from cgh.data import build_eval_loader, build_pretrain_loader, open_split, source_options  # noqa: F401
 from cgh.diagnostics import CollapseWatch, is_diagnostic
-from cgh.ema import momentum_at
 from cgh.errors import CGHError, CheckpointError, ConfigError
 from cgh.evaluate.knn import knn_accuracy
 from cgh.methods import build_method
+from cgh.runtime import resolve_amp, resolve_device
+from cgh.schedule import NORM_TYPES, lr_at, momentum_at, param_groups  # noqa: F401
 
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 EXIT_COLLAPSED = 3  # `cgh pretrain`'s exit status when train.stop_on_collapse stopped the run
 
 
@@ -76,58 +76,9 @@ class NonFiniteLossError(CGHError, RuntimeError):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str,
-          milestone_steps: list[int]) -> float:
-    """Per-iteration learning rate (SPEC 4.1): linear warm-up from exactly 0, then cosine to 0 (or step/constant)."""
-    if step < warmup_steps:
-        return base_lr * step / warmup_steps
-    if schedule == "cosine":
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * base_lr * (1 + math.cos(math.pi * min(progress, 1.0)))
-    if schedule == "step":
-        return base_lr * 0.1 ** sum(step >= m for m in milestone_steps)
-    return base_lr
-
-
-def param_groups(module: nn.Module, weight_decay: float, exclude_norm_bias: bool) -> list[dict[str, Any]]:
-    """Trainable parameters split into decayed and non-decayed groups, by module type (SPEC 7.10: the authors'
-    name match missed the downsample and hypercolumn-head BN weights). Frozen (teacher) parameters are left out."""
-    decay, no_decay = [], []
-    for mod in module.modules():
-        for name, p in mod.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            skip = exclude_norm_bias and (isinstance(mod, NORM_TYPES) or name == "bias")
-            (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Small pieces of the run: device, precision, run directory, logging, signals
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device = {name!r} but no CUDA device is available; use train.device=cpu")
-        if name == "cuda":
-            return torch.device("cuda", dist.local_rank())
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device = {name!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def _drop_records_after(path: Path, step: int) -> None:
@@ -266,22 +217,6 @@ class KnnMonitor:
                                self.amp_dtype, limit)
         test, test_y = extract(encoder, self.test_loader, self.transform, t.knn_features, self.device, self.amp_dtype)
         return knn_accuracy(bank, bank_y, test, test_y, self.num_classes, t.knn_k, t.knn_t)
-
-
-def source_options(cfg: Config, split: str) -> dict[str, Any]:
-    """Extra arguments of ``open_source`` for a split of the configured dataset (the synthetic set's generator)."""
-    d = cfg.data
-    if d.name == "synthetic":
-        return {"size": d.synthetic_size if split == "train" else d.synthetic_test_size,
-                "image_size": d.synthetic_image_size, "num_classes": d.synthetic_classes, "seed": d.synthetic_seed}
-    if d.name == "digits":  # 8x8 originals, enlarged once to the training size
-        return {"image_size": d.image_size}
-    return {}
-
-
-def open_split(cfg: Config, split: str):
-    """The configured dataset's ``split`` as a source (cgh.data)."""
-    return open_source(cfg.data.name, cfg.data.path, split, **source_options(cfg, split))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from cgh.data.base import IMAGE_EXTENSIONS, ArraySource, FileSource, Source
 from cgh.data.cifar import open_cifar10, open_cifar100
+from cgh.data.configured import open_split, source_options
 from cgh.data.digits import open_digits
 from cgh.data.folder import open_folder
 from cgh.data.imagenet import open_imagenet, open_imagenet100
@@ -90,5 +91,7 @@ __all__ = [
     "build_pretrain_loader",
     "make_synthetic",
     "open_source",
+    "open_split",
     "save_sample_sheet",
+    "source_options",
 ]

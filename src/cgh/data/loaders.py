@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cgh.augment import ViewSpec
 from cgh.data.base import FileSource, Source
 from cgh.data.decode import crop_resize, load_image, random_resized_crop_box, resize_center_crop, to_uint8_chw
 from cgh.errors import DataError
+from cgh.views import ViewSpec
 
 CORRUPT_MODES = ("skip", "error")
 
