@@ -54,7 +54,6 @@ class AugParams:
     (SPEC 4.2, [MoCo colab]); set ``blur_p=0`` for exactly that. ``blur_relative=False`` uses sigma as given.
     """
 
-    # The field order is part of the interface: the training loop builds AugParams positionally from config.AugConfig.
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue (3.1.2)
     jitter_p: float = 0.8  # SPEC 3.1 step 2
     grayscale_p: float = 0.2  # SPEC 3.1 step 3
@@ -270,10 +269,10 @@ def _check_uint8_batch(x: object, what: str) -> torch.Tensor:
 class ViewAugment(torch.nn.Module):
     """The pretraining augmentation: a list of uint8 batches -> one normalised float view per ``ViewSpec``.
 
-    Input: either ONE uint8 (B, 3, H, W) tensor of full images, from which every view is cropped independently per
-    sample (array datasets: CIFAR, STL-10, Tiny-ImageNet), or ``len(specs)`` tensors already cropped to each spec's
-    size by the loader workers (file datasets), in which case only flip and colour are applied here (with a single
-    spec, say so with ``forward(..., precropped=True)``).
+    Input: a loader ``Batch``: ONE uint8 (B, 3, H, W) tensor of full images, from which every view is cropped
+    independently per sample (array datasets: CIFAR, STL-10, Tiny-ImageNet), or ``len(specs)`` tensors already
+    cropped to each spec's size by the loader workers (file datasets, ``batch.cropped``), in which case only flip and
+    colour are applied here. A bare tensor is read as full images.
     Output: float32 (B, 3, size, size) per spec, on the input's device, clamped to [0, 1] and normalised.
     Strong views (SPEC 3.1): crop, ColorJitter with p=jitter_p (kornia's torchvision-formula ``ColorJitter``; the
     order of the four operations is random per batch rather than per image), RandomGrayscale, Gaussian blur,
@@ -322,24 +321,22 @@ class ViewAugment(torch.nn.Module):
         sigma = tuple(round(v, 4) for v in self.blur_sigma)
         return f"views=[{views}], blur_sigma={sigma}, blur_kernel={self.blur_kernel}"
 
-    def forward(
-        self, views: Sequence[torch.Tensor] | torch.Tensor, *, precropped: bool | None = None
-    ) -> list[torch.Tensor]:
-        """``views``: one uint8 (B, 3, H, W) tensor of full images, or one pre-cropped tensor per spec.
-
-        ``precropped`` says which; None infers it from the number of tensors. That is ambiguous only with a single
-        spec, where one tensor is read as full images and cropped: a caller holding one pre-cropped view per sample
-        (a file source's loader with a single spec, e.g. a linear probe on ImageNet) must pass ``precropped=True``.
-        """
-        if isinstance(views, torch.Tensor):
-            views = [views]
-        if precropped is None:
+    def forward(self, batch) -> list[torch.Tensor]:
+        """``batch``: a loader ``Batch`` (cgh.data), whose ``cropped`` says whether its views are full images or one
+        crop per spec; or one uint8 (B, 3, H, W) tensor of full images; or a list of them (one tensor of full images,
+        or one pre-cropped tensor per spec when there are several specs)."""
+        if isinstance(batch, torch.Tensor):
+            views, precropped = [batch], False
+        elif hasattr(batch, "cropped"):
+            views, precropped = list(batch.views), bool(batch.cropped)
+        else:
+            views = list(batch)
             precropped = len(views) == len(self.specs) > 1
         expected = len(self.specs) if precropped else 1
         if len(views) != expected:
             raise ValueError(
                 f"ViewAugment expects 1 tensor of full images or {len(self.specs)} pre-cropped tensors (one per "
-                f"ViewSpec), got {len(views)}" + (" with precropped=True" if precropped else "")
+                f"ViewSpec), got {len(views)}" + (" pre-cropped" if precropped else "")
             )
         for i, v in enumerate(views):
             _check_uint8_batch(v, f"views[{i}]")
@@ -426,3 +423,16 @@ class EvalTransform(torch.nn.Module):
             x = x[..., top : top + self.size, left : left + self.size].clamp_(0.0, 1.0)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         return (x - mean) / std
+
+
+def aug_params(aug) -> AugParams:
+    """The strong-view numbers of a config's ``aug`` section (config.AugConfig)."""
+    return AugParams(jitter=tuple(aug.jitter), jitter_p=aug.jitter_p, grayscale_p=aug.grayscale_p, blur_p=aug.blur_p,
+                     blur_sigma=tuple(aug.blur_sigma), blur_relative=aug.blur_relative, flip_p=aug.flip_p)
+
+
+def build_augment(cfg, specs: Sequence[ViewSpec]) -> ViewAugment:
+    """The configured augmentation for ``specs``: the recipe numbers of ``cfg.aug`` and the normalisation of
+    ``cfg.data`` (its own mean/std, else the dataset's). Training, ``cgh views`` and the probes all build it here."""
+    mean, std = dataset_normalization(cfg.data)
+    return ViewAugment(specs, aug_params(cfg.aug), mean, std)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from cgh import __version__, dist
-from cgh.augment import AugParams, EvalTransform, ViewAugment, dataset_normalization, pretrain_views
+from cgh.augment import EvalTransform, build_augment, dataset_normalization, pretrain_views
 from cgh.checkpoint import (
     FORMAT,
     VERSION,
@@ -273,9 +273,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         raise ConfigError(f"data: {source.name} has {len(source)} images, fewer than one global batch "
                           f"(optim.batch_size = {o.batch_size})")
     mean, std = dataset_normalization(cfg.data)
-    a = cfg.aug
-    augment = ViewAugment(specs, AugParams(tuple(a.jitter), a.jitter_p, a.grayscale_p, a.blur_p,
-                                           tuple(a.blur_sigma), a.blur_relative, a.flip_p), mean, std).to(device)
+    augment = build_augment(cfg, specs).to(device)
     total_steps = o.epochs * steps_per_epoch
     stop_step = min(total_steps, t.max_steps) if t.max_steps else total_steps
     monitor = KnnMonitor(cfg, device, amp_dtype, mean, std) if t.knn_every else None
@@ -381,7 +379,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
 
                 # ---- augment on device, forward, check, backward, step ------------------------------------------
                 with torch.no_grad():
-                    views = augment(batch.views, precropped=batch.cropped)
+                    views = augment(batch)
                 if channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 log_now = (step + 1) % t.log_every == 0 or step + 1 == stop_step

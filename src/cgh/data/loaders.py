@@ -43,9 +43,9 @@ class Batch(NamedTuple):
     labels: (B,) int64, -1 for unlabelled images.
     index: (B,) int64 dataset indices (of the replacement, where a corrupt file was replaced).
     bad_files: paths of the corrupt files of this batch that were replaced by another sample of the batch.
-    cropped: True when ``views`` are already cropped, one tensor per ViewSpec (file sources). Pass it on as
-        ``ViewAugment(...)(batch.views, precropped=batch.cropped)``: with a single ViewSpec, one cropped tensor and
-        one tensor of full images look alike, and only the loader knows which it made.
+    cropped: True when ``views`` are already cropped, one tensor per ViewSpec (file sources). ``ViewAugment`` takes
+        the whole batch and reads it: with a single ViewSpec, one cropped tensor and one tensor of full images look
+        alike, and only the loader knows which it made.
     """
 
     views: list[torch.Tensor]

@@ -336,7 +336,7 @@ def train_linear_augmented(
             if bool((labels < 0).any()):
                 raise ValueError(f"{train_source.name}: the probe's training split has unlabelled images (-1)")
             with torch.no_grad():
-                (x,) = augment(batch.views, precropped=batch.cropped)  # (B, 3, S, S) normalised
+                (x,) = augment(batch)  # (B, 3, S, S) normalised
                 with autocast:
                     f = model.features(x, kind)  # (B, D)
             trainer.train_step(f.float(), labels)

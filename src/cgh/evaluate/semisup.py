@@ -234,7 +234,7 @@ def finetune(
         loss_sum, steps, seen = torch.zeros((), device=device), 0, 0
         for batch in loader:
             seen += batch.labels.shape[0]
-            (x,) = augment(batch.views, precropped=batch.cropped)  # (B, 3, S, S)
+            (x,) = augment(batch)  # (B, 3, S, S)
             with autocast:
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), batch.labels.to(device))
