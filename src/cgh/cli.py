@@ -14,7 +14,7 @@ import sys
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("cgh.train", "pretrain CGH, ReSSL or MoCo-v2 from a preset or YAML config"),
+    "pretrain": ("cgh.commands.pretrain", "pretrain CGH, ReSSL or MoCo-v2 from a preset or YAML config"),
     "views": ("cgh.viewgrid", "write a PNG grid of the weak, strong and local views the model sees"),
     "knn": ("cgh.evaluate.knn", "kNN classification with a pretrained backbone"),
     "linear": ("cgh.evaluate.linear", "linear probe on frozen global or hypercolumn features"),

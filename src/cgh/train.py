@@ -22,7 +22,6 @@ at every kind of moment).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -53,7 +52,7 @@ from cgh.checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, resolve_bn_mode, to_yaml
+from cgh.config import Config, config_from_dict, resolve_bn_mode, to_yaml
 from cgh.data import build_eval_loader, build_pretrain_loader, open_split, source_options  # noqa: F401
 from cgh.diagnostics import CollapseWatch, is_diagnostic
 from cgh.errors import CGHError, CheckpointError, ConfigError
@@ -238,7 +237,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     # ---- resume: the run's own config comes from its checkpoint ----------------------------------------------
     ckpt, ckpt_path = None, None
     if resume:
-        ckpt_path = _find_checkpoint(resume if resume is not True else cfg.out_dir)
+        ckpt_path = find_checkpoint(resume if resume is not True else cfg.out_dir)
         ckpt = load_checkpoint(ckpt_path)
         cfg = _resumed_config(ckpt, cfg, ckpt_path, main)
         check_compatible(ckpt, cfg.method.name, cfg.model.arch, ckpt_path)
@@ -530,7 +529,7 @@ def _load_states(method, optimizer, scaler, ckpt: dict[str, Any], path: Path, ra
         set_rng_state(states[rank])
 
 
-def _find_checkpoint(target: str | os.PathLike) -> Path:
+def find_checkpoint(target: str | os.PathLike) -> Path:
     if not target:
         raise ConfigError("--resume needs a run directory: give it as --resume RUN_DIR or set out_dir=RUN_DIR")
     p = Path(target)
@@ -658,49 +657,3 @@ def _progress(enabled: bool, total: int, initial: int, epoch: int, epochs: int):
 
     return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
                 mininterval=1.0, file=sys.stderr)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", default=None,
-                   help="preset name (cifar10, cifar100, stl10, tinyimagenet, imagenet, imagenet_multicrop, demo) "
-                        "or a YAML file; optional with --resume")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides, e.g. optim.epochs=5 data.path=/data/cifar out_dir=runs/a")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR|CKPT",
-                   help="continue a run exactly from its last checkpoint (the run in out_dir when no path is given)")
-    p.add_argument("--overwrite", action="store_true", help="replace the contents of an existing run directory")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    source = args.config
-    if source and "=" in source:  # `cgh pretrain --resume RUN key=value`: no config, only overrides
-        overrides.insert(0, source)
-        source = None
-    if source is None and not args.resume:
-        raise ConfigError("give a preset name or YAML file (e.g. `cgh pretrain cifar10`), or --resume RUN_DIR")
-    if source is None:  # --resume RUN [key=value ...]: the run's own config, with the overrides applied
-        target = args.resume if args.resume is not True else parse_overrides(overrides).get("out_dir", "")
-        cfg = config_from_dict(load_checkpoint(_find_checkpoint(target))["config"])
-        merge(cfg, parse_overrides(overrides), "command line")
-    else:
-        cfg = load_config(source, overrides)
-    if args.print_config:
-        cfg.validate(dist.world_size() if dist.launched_by_torchrun() else 1)
-        print(to_yaml(cfg), end="")
-        return 0
-    try:
-        result = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
-    finally:
-        dist.shutdown()
-    if result.status == "stopped":  # the shell's convention: 128 + the signal (SIGTERM 143, SIGINT 130)
-        return 128 + (result.signum or signal.SIGTERM)
-    if result.status == "collapsed":
-        return EXIT_COLLAPSED
-    return 0

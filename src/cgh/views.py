@@ -4,6 +4,7 @@ the on-device augmentation (which crops array images and applies colour). Nothin
     ViewSpec(size, scale, strong, ratio=(3/4, 4/3))  one view: RandomResizedCrop(size, scale, ratio), then the strong
                                                      recipe (jitter, grayscale, blur) when ``strong``, and a flip
     pretrain_views(image_size, teacher=...)          [teacher view, student view, *local views]
+    AugParams(jitter=..., blur_p=...)                the strong recipe's numbers, checked here (the one place)
 
 Each method declares its teacher view (``teacher_view`` on the method class, cgh.methods): weak for ReSSL and CGH,
 strong for MoCo-v2.
@@ -28,6 +29,47 @@ class ViewSpec:
     strong: bool
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
+
+
+@dataclass(frozen=True)
+class AugParams:
+    """The strong-view recipe numbers. Defaults are SPEC 3.1 (MoCo-v2 ``aug+`` = ReSSL's strong view).
+
+    ``blur_sigma`` is in pixels at 224 px: the authors' code applies a PIL ``GaussianBlur`` whose radius (PIL's radius
+    *is* the Gaussian's standard deviation) is drawn from U[0.1, 2.0] to 224-px crops (SPEC 3.1 step 4).
+    With ``blur_relative`` (default) sigma and the kernel are scaled by ``global size / 224``, where the global size
+    is the largest view of the ``ViewAugment`` (its 224 crop on ImageNet, so local crops get the same absolute blur
+    as in the authors' multi-crop code, SPEC 3.3). Why: blur is meant to remove fine detail relative to the object;
+    a sigma of 2 px on a 32-px CIFAR image is a sigma of 14 px at 224 and erases the image. At 32 px the scaled sigma
+    is at most 0.29 px, almost a no-op, which is close to the MoCo CIFAR-10 recipe that uses no blur at all
+    (SPEC 4.2, [MoCo colab]); set ``blur_p=0`` for exactly that. ``blur_relative=False`` uses sigma as given.
+    """
+
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue (3.1.2)
+    jitter_p: float = 0.8  # SPEC 3.1 step 2
+    grayscale_p: float = 0.2  # SPEC 3.1 step 3
+    blur_p: float = 0.5  # SPEC 3.1 step 4
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # SPEC 3.1 step 4, pixels at 224 px
+    blur_relative: bool = True  # scale sigma by global size / 224 (see the class docstring)
+    flip_p: float = 0.5  # SPEC 3.1 step 5 and 3.2
+
+    def __post_init__(self) -> None:
+        # Accept lists (the YAML config's type) and store tuples, so that the dataclass stays hashable.
+        object.__setattr__(self, "jitter", tuple(float(v) for v in self.jitter))
+        object.__setattr__(self, "blur_sigma", tuple(float(v) for v in self.blur_sigma))
+        for name in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"AugParams.{name} must be a probability in [0, 1], got {value}")
+        if len(self.jitter) != 4 or any(v < 0 for v in self.jitter):
+            raise ValueError(
+                f"AugParams.jitter must be 4 non-negative numbers (brightness, contrast, saturation, hue), "
+                f"got {self.jitter}"
+            )
+        if self.jitter[3] > 0.5:
+            raise ValueError(f"AugParams.jitter hue must be in [0, 0.5], got {self.jitter[3]}")
+        if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError(f"AugParams.blur_sigma must be (low, high) with 0 < low <= high, got {self.blur_sigma}")
 
 
 # SPEC 3.3: local crop sizes and area scales of the multi-crop transform, defined for a 224-px global crop.

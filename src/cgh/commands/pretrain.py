@@ -1,0 +1,55 @@
+"""``cgh pretrain``: pretrain CGH, ReSSL or MoCo-v2 from a preset or YAML config, or resume a run."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from cgh import dist
+from cgh.checkpoint import load_checkpoint
+from cgh.config import config_from_dict, load_config, merge, parse_overrides, to_yaml
+from cgh.errors import ConfigError
+from cgh.train import EXIT_COLLAPSED, find_checkpoint, pretrain
+
+HELP = "pretrain CGH, ReSSL or MoCo-v2 from a preset or YAML config"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None,
+                   help="preset name (cifar10, cifar100, stl10, tinyimagenet, imagenet, imagenet_multicrop, demo) "
+                        "or a YAML file; optional with --resume")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. optim.epochs=5 data.path=/data/cifar out_dir=runs/a")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR|CKPT",
+                   help="continue a run exactly from its last checkpoint (the run in out_dir when no path is given)")
+    p.add_argument("--overwrite", action="store_true", help="replace the contents of an existing run directory")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    source = args.config
+    if source and "=" in source:  # `cgh pretrain --resume RUN key=value`: no config, only overrides
+        overrides.insert(0, source)
+        source = None
+    if source is None and not args.resume:
+        raise ConfigError("give a preset name or YAML file (e.g. `cgh pretrain cifar10`), or --resume RUN_DIR")
+    if source is None:  # --resume RUN [key=value ...]: the run's own config, with the overrides applied
+        target = args.resume if args.resume is not True else parse_overrides(overrides).get("out_dir", "")
+        cfg = config_from_dict(load_checkpoint(find_checkpoint(target))["config"])
+        merge(cfg, parse_overrides(overrides), "command line")
+    else:
+        cfg = load_config(source, overrides)
+    if args.print_config:
+        cfg.validate(dist.world_size() if dist.launched_by_torchrun() else 1)
+        print(to_yaml(cfg), end="")
+        return 0
+    try:
+        result = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
+    finally:
+        dist.shutdown()
+    if result.status == "stopped":  # the shell's convention: 128 + the signal (SIGTERM 143, SIGINT 130)
+        return 128 + (result.signum or signal.SIGTERM)
+    if result.status == "collapsed":
+        return EXIT_COLLAPSED
+    return 0
