@@ -348,16 +348,19 @@ class EvalTransform(torch.nn.Module):
     """Test / memory-bank transform (SPEC 3.4): uint8 (B, 3, H, W) -> float32 (B, 3, size, size), normalised.
 
     If the images are already ``size`` x ``size`` (CIFAR at 32, Tiny-ImageNet at 64), only convert and normalise, as
-    the authors do for small images. Otherwise resize the shorter side to ``resize`` (default ``size``; pass
-    ``round(size * 8 / 7)`` for the ImageNet 256 -> 224 protocol) with antialiased bilinear interpolation and take the
-    centre ``size`` crop, e.g. STL-10's 96-px arrays evaluated at 64 px.
+    the authors do for small images. Otherwise resize the shorter side to ``resize`` (default
+    ``cgh.data.decode.eval_resize(size)``: 256 for 224, the size itself below 224) with antialiased bilinear
+    interpolation and take the centre ``size`` crop, e.g. STL-10's 96-px arrays evaluated at 64 px. Sizes and offsets
+    follow cgh.data.decode's one evaluation rule (torchvision's ``Resize`` / ``CenterCrop``), as the file loaders do.
     """
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *, resize: int | None = None) -> None:
+        from cgh.data.decode import eval_resize
+
         super().__init__()
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive integer, got {size!r}")
-        resize = size if resize is None else resize
+        resize = eval_resize(size) if resize is None else resize
         if not isinstance(resize, int) or resize < size:
             raise ValueError(f"resize must be an integer >= size ({size}), got {resize!r}")
         self.size = size
@@ -367,15 +370,15 @@ class EvalTransform(torch.nn.Module):
         self.register_buffer("std", std_t, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        from cgh.data.decode import center_crop_box, resized_shape
+
         x = _check_uint8_batch(images, "images").float().div_(255.0)
         height, width = x.shape[-2:]
         if (height, width) != (self.size, self.size):
-            short = min(height, width)
-            new_h, new_w = round(height * self.resize / short), round(width * self.resize / short)
+            new_h, new_w = resized_shape(height, width, self.resize)
             if (new_h, new_w) != (height, width):
                 x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-            # torchvision CenterCrop offsets.
-            top, left = round((new_h - self.size) / 2), round((new_w - self.size) / 2)
+            top, left = center_crop_box(new_h, new_w, self.size)
             x = x[..., top : top + self.size, left : left + self.size].clamp_(0.0, 1.0)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         return (x - mean) / std

@@ -24,8 +24,6 @@ import yaml
 
 from cgh.errors import ConfigError
 
-STAGES = ("layer1", "layer2", "layer3", "layer4")
-
 
 @dataclass
 class DataConfig:
@@ -152,8 +150,10 @@ class MethodConfig:
 
 @dataclass
 class AugConfig:
-    teacher_view: str = "weak"
-    """'weak' (crop + flip; ReSSL and CGH, SPEC 3.2) or 'strong' (two strong views; MoCo-v2)."""
+    teacher_view: str = "auto"
+    """The teacher's view: 'auto' = the method's own recipe (weak crop + flip for ReSSL and CGH, SPEC 3.2; strong
+    for MoCo-v2's two views). 'weak' / 'strong' may be written out, but a value that contradicts the method is
+    rejected."""
     weak_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
     """RandomResizedCrop area range of the weak view (SPEC 3.2)."""
     strong_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
@@ -189,7 +189,8 @@ class OptimConfig:
     warmup_epochs: int = 5
     """Linear lr warm-up from 0, per iteration (SPEC 4.1: 5)."""
     schedule: str = "cosine"
-    """'cosine' (per iteration to 0 after the warm-up, SPEC 4.1), 'step' (x0.1 at milestones) or 'constant'."""
+    """'cosine' (per iteration to 0 after the warm-up, SPEC 4.1), 'cosine_epoch' (the same, constant within an
+    epoch: MoCo's schedule), 'step' (x0.1 at milestones) or 'constant'."""
     milestones: list[int] = field(default_factory=lambda: [120, 160])
     """Epochs of the 'step' schedule (SPEC 4.1)."""
 
@@ -248,6 +249,8 @@ class Config:
     """Run directory; empty = runs/<preset>-<method>-<timestamp>."""
     preset: str = ""
     """Name of the preset this config started from (informational)."""
+    recipe: str = ""
+    """Whose numbers these are, with their source: the preset's ``recipe`` line for the method (informational)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -256,17 +259,26 @@ class Config:
         """Check values a type check cannot: ranges, names, divisibility. Raises ConfigError naming the key."""
         check = _Checker()
         m, mo, d, o, t, a = self.method, self.model, self.data, self.optim, self.train, self.aug
-        check.choice("method.name", m.name, ("cgh", "ressl", "mocov2"))
-        check.choice("model.arch", mo.arch, ("resnet18", "resnet34", "resnet50", "resnet101"))
-        check.choice("model.stem", mo.stem, ("imagenet", "cifar"))
+        from cgh.backbone import ARCHS, STAGE_NAMES, STEMS  # the tables that define the choices
+        from cgh.methods import METHODS
+        from cgh.schedule import LR_SCHEDULES
+        from cgh.views import aug_problems
+
+        check.choice("method.name", m.name, tuple(METHODS))
+        check.choice("model.arch", mo.arch, tuple(ARCHS))
+        check.choice("model.stem", mo.stem, STEMS)
         check.choice("model.bn_mode", mo.bn_mode, ("auto", "split", "shuffle", "sync", "plain"))
         check.choice("method.momentum_schedule", m.momentum_schedule, ("constant", "cosine"))
         check.choice("method.hyper_resize", m.hyper_resize, ("bilinear", "avgpool"))
         check.choice("method.hyper_target", m.hyper_target, ("last", "first"))
         check.choice("method.context", m.context, ("cross", "same"))
         check.choice("method.hyper_bn", m.hyper_bn, ("split", "plain"))
-        check.choice("aug.teacher_view", a.teacher_view, ("weak", "strong"))
-        check.choice("optim.schedule", o.schedule, ("cosine", "step", "constant"))
+        check.choice("aug.teacher_view", a.teacher_view, ("auto", "weak", "strong"))
+        own_view = METHODS[m.name].teacher_view if m.name in METHODS else a.teacher_view
+        if a.teacher_view not in ("auto", own_view):
+            check.fail("aug.teacher_view", a.teacher_view,
+                       f"'auto' or {own_view!r}: {m.name}'s teacher view is {own_view} (cgh.methods)")
+        check.choice("optim.schedule", o.schedule, LR_SCHEDULES)
         check.choice("train.amp", t.amp, ("auto", "none", "bf16", "fp16"))
         check.choice("train.knn_features", t.knn_features, ("backbone", "projection"))
         check.choice("data.corrupt", d.corrupt, ("skip", "error"))
@@ -297,27 +309,21 @@ class Config:
         check.unit_interval("method.momentum", m.momentum)
         check.unit_interval("method.center_momentum", m.center_momentum)
         check.unit_interval("optim.momentum", o.momentum)
-        for key in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
-            check.unit_interval(f"aug.{key}", getattr(a, key))
-        for key in ("weak_scale", "strong_scale"):
-            v = getattr(a, key)
-            if len(v) != 2 or not 0 < v[0] <= v[1] <= 1:
-                check.fail(f"aug.{key}", v, "a pair [lo, hi] with 0 < lo <= hi <= 1")
-        if len(a.jitter) != 4 or any(x < 0 for x in a.jitter):
-            check.fail("aug.jitter", a.jitter, "four non-negative numbers [brightness, contrast, saturation, hue]")
-        if len(a.blur_sigma) != 2 or not 0 < a.blur_sigma[0] <= a.blur_sigma[1]:
-            check.fail("aug.blur_sigma", a.blur_sigma, "a pair [lo, hi] with 0 < lo <= hi")
+        for key, value, expected in aug_problems(**{k: getattr(a, k) for k in (
+                "jitter", "jitter_p", "grayscale_p", "blur_p", "blur_sigma", "flip_p", "weak_scale", "strong_scale")}):
+            check.fail(f"aug.{key}", value, expected)
         for key in ("mean", "std"):
             v = getattr(d, key)
             if v and (len(v) != 3 or (key == "std" and min(v) <= 0)):
                 check.fail(f"data.{key}", v,
                            "empty (the dataset's own) or three numbers" + (" > 0" if key == "std" else ""))
         if not m.hyper_layers or len(set(m.hyper_layers)) != len(m.hyper_layers):
-            check.fail("method.hyper_layers", m.hyper_layers, f"a non-empty list of distinct names from {list(STAGES)}")
+            check.fail("method.hyper_layers", m.hyper_layers,
+                       f"a non-empty list of distinct names from {list(STAGE_NAMES)}")
         for s in m.hyper_layers:
-            if s not in STAGES:
+            if s not in STAGE_NAMES:
                 check.fail("method.hyper_layers", m.hyper_layers,
-                           f"names from {list(STAGES)}; {s!r} is not a stage" + _suggest(s, STAGES))
+                           f"names from {list(STAGE_NAMES)}; {s!r} is not a stage" + _suggest(s, STAGE_NAMES))
         if m.num_local and m.name == "mocov2":
             check.fail("method.num_local", m.num_local, "0 for mocov2 (multi-crop is defined for ReSSL and CGH)")
         if m.num_local > 4:
@@ -436,14 +442,27 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def load_config(source: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the preset or YAML file ``source``, then ``key=value`` overrides."""
+    """Defaults, then the preset or YAML file ``source`` with its recipe for the chosen method, then ``key=value``
+    overrides.
+
+    A preset states one recipe per method: its body is CGH's (with a top-level ``recipe:`` line naming the source)
+    and ``recipes: {mocov2: {...}, ressl: {...}}`` holds what each baseline's own paper changes, each with its own
+    ``recipe:`` line. The method is the overrides' ``method.name``, else the preset's."""
     cfg = Config()
+    parsed = parse_overrides(overrides) if overrides else {}
     if source:
         data, name = read_yaml(source)
+        recipes = data.pop("recipes", None) or {}
+        if not isinstance(recipes, dict):
+            raise ConfigError(f"{source}: recipes must map method names to config sections, got {recipes!r}")
         merge(cfg, data, source)
+        method = (parsed.get("method") or {}).get("name", cfg.method.name) if isinstance(parsed.get("method"), dict) \
+            else cfg.method.name
+        if method in recipes:
+            merge(cfg, recipes[method], f"{source} (recipes.{method})")
         cfg.preset = cfg.preset or name
-    if overrides:
-        merge(cfg, parse_overrides(overrides), "command line")
+    if parsed:
+        merge(cfg, parsed, "command line")
     return cfg
 
 

@@ -57,19 +57,34 @@ class AugParams:
         # Accept lists (the YAML config's type) and store tuples, so that the dataclass stays hashable.
         object.__setattr__(self, "jitter", tuple(float(v) for v in self.jitter))
         object.__setattr__(self, "blur_sigma", tuple(float(v) for v in self.blur_sigma))
-        for name in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"AugParams.{name} must be a probability in [0, 1], got {value}")
-        if len(self.jitter) != 4 or any(v < 0 for v in self.jitter):
-            raise ValueError(
-                f"AugParams.jitter must be 4 non-negative numbers (brightness, contrast, saturation, hue), "
-                f"got {self.jitter}"
-            )
-        if self.jitter[3] > 0.5:
-            raise ValueError(f"AugParams.jitter hue must be in [0, 0.5], got {self.jitter[3]}")
-        if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
-            raise ValueError(f"AugParams.blur_sigma must be (low, high) with 0 < low <= high, got {self.blur_sigma}")
+        problems = aug_problems(jitter=self.jitter, jitter_p=self.jitter_p, grayscale_p=self.grayscale_p,
+                                blur_p=self.blur_p, blur_sigma=self.blur_sigma, flip_p=self.flip_p)
+        if problems:
+            raise ValueError("; ".join(f"AugParams.{k} must be {want}, got {value}" for k, value, want in problems))
+
+
+def aug_problems(**values) -> list[tuple[str, object, str]]:
+    """The range checks of the augmentation numbers, in one place: (name, value, what was expected) for each value
+    out of range. Names are AugParams' / config.AugConfig's (jitter, jitter_p, grayscale_p, blur_p, blur_sigma,
+    flip_p, weak_scale, strong_scale); only the names given are checked."""
+    out = []
+    for name in ("jitter_p", "grayscale_p", "blur_p", "flip_p"):
+        if name in values and not 0.0 <= values[name] <= 1.0:
+            out.append((name, values[name], "a probability in [0, 1]"))
+    jitter = values.get("jitter")
+    if jitter is not None:
+        if len(jitter) != 4 or any(x < 0 for x in jitter):
+            out.append(("jitter", jitter, "four non-negative numbers [brightness, contrast, saturation, hue]"))
+        elif jitter[3] > 0.5:
+            out.append(("jitter", jitter, "a hue (the fourth number) in [0, 0.5]"))
+    sigma = values.get("blur_sigma")
+    if sigma is not None and not (len(sigma) == 2 and 0 < sigma[0] <= sigma[1]):
+        out.append(("blur_sigma", sigma, "a pair [low, high] with 0 < low <= high"))
+    for name in ("weak_scale", "strong_scale"):
+        scale = values.get(name)
+        if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+            out.append((name, scale, "a pair [low, high] with 0 < low <= high <= 1"))
+    return out
 
 
 # SPEC 3.3: local crop sizes and area scales of the multi-crop transform, defined for a 224-px global crop.

@@ -1,12 +1,15 @@
-"""The three methods, dispatched through a plain dict (conventions 9).
+"""The three methods, dispatched through a plain dict (conventions 9), and the contract the training loop relies on.
 
-Every method is an ``nn.Module`` that builds its student, teacher, heads and queues in ``__init__``, and whose
-``forward(views, momentum, step)`` returns ``(loss, terms)``: the scalar to back-propagate and a dict of detached
-named terms for logging. ``views`` is ``[teacher view, student view, *local crops]``.
+Every method is an ``nn.Module`` that builds its student, teacher, heads and queues in ``__init__`` and owns what is
+its own: the teacher's view (``teacher_view``), the names of the loss terms it returns, the temperatures the banner
+prints, and the relation terms the collapse watch reads. ``views`` is ``[teacher view, student view, *local crops]``.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch
 from torch import nn
 
 from cgh.backbone import build_backbone
@@ -18,12 +21,42 @@ from cgh.methods.ressl import ReSSL
 METHODS = {"mocov2": MoCoV2, "ressl": ReSSL, "cgh": CGH}
 
 
+@runtime_checkable
+class Method(Protocol):
+    """What the training loop (cgh.train) uses of a method, and nothing more."""
+
+    student: nn.Module  # the encoder that learns: optimised, kNN-monitored, exported
+    teacher: nn.Module  # its EMA copy (no gradients)
+    teacher_view: ClassVar[str]  # 'weak' (crop + flip) or 'strong': the recipe of views[0]
+    loss_terms: ClassVar[tuple[str, ...]]  # the names forward's terms may carry (besides diagnostics, w_nce)
+    relation_terms: ClassVar[tuple[str, ...]]  # terms that equal ln K when the relation target is uniform
+    needs_find_unused: bool  # some parameters may get no gradient in a step (DDP's find_unused_parameters)
+
+    def temperatures(self) -> dict[str, float]:
+        """The temperatures in effect, by name, for the banner."""
+        ...
+
+    def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0,
+                diagnose: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Update the teacher (EMA ``momentum``), compute the loss of global step ``step`` and push the queues.
+        Returns the scalar to back-propagate and detached named terms; with ``diagnose``, also the collapse
+        diagnostics of cgh.diagnostics."""
+        ...
+
+
+def teacher_view(cfg: Config) -> str:
+    """The teacher's view in effect: ``aug.teacher_view``, or the method's own when it is 'auto' (a contradicting
+    value was rejected by ``Config.validate``)."""
+    view = cfg.aug.teacher_view
+    return METHODS[cfg.method.name].teacher_view if view == "auto" else view
+
+
 def loss_warmup_steps(m: MethodConfig, steps_per_epoch: int) -> int:
     """Steps of the InfoNCE warm-up: the configured epochs, with ``loss_warmup_min_steps`` as a floor."""
     return max(m.loss_warmup_epochs * steps_per_epoch, m.loss_warmup_min_steps)
 
 
-def build_method(cfg: Config, world_size: int = 1, steps_per_epoch: int = 1) -> nn.Module:
+def build_method(cfg: Config, world_size: int = 1, steps_per_epoch: int = 1) -> Method:
     """The configured method on a freshly initialised backbone (seed torch before calling for reproducibility).
 
     BN: SplitBatchNorm with ``model.bn_splits`` chunks in 'split' mode, plain BN otherwise (converted to SyncBN by

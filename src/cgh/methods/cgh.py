@@ -36,6 +36,8 @@ class CGH(nn.Module):
     ``global_from_hyper`` switch the two directions; ``hyper_layers`` chooses the stacked stages.
     """
 
+    teacher_view = "weak"  # crop + flip for the teacher, strong for the student (SPEC 3.2)
+    loss_terms = ("hyper", "csist", "nce")  # nce during the warm-up only
     relation_terms = ("hyper", "csist")  # the cross-context relation losses: ln K when collapsed (cgh.diagnostics)
 
     def __init__(self, backbone: ResNet, cfg: MethodConfig, bn_splits: int = 1, shuffle: bool = True,
@@ -53,6 +55,12 @@ class CGH(nn.Module):
             self.register_buffer("center_hyper", torch.zeros(1, cfg.queue_size))
         # With one direction off, one head gets no gradient after the warm-up; DDP must be told.
         self.needs_find_unused = not (cfg.hyper_from_global and cfg.global_from_hyper)
+
+    def temperatures(self) -> dict[str, float]:
+        c = self.cfg
+        return {"teacher_global": c.temp_teacher_global, "student_global": c.temp_student_global,
+                "teacher_hyper": c.temp_teacher_hyper, "student_hyper": c.temp_student_hyper,
+                "infonce": c.temperature}
 
     def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0, diagnose: bool = False):
         c = self.cfg

@@ -1,4 +1,5 @@
-"""The two pieces every method shares: building the student encoder, and the teacher forward with batch shuffle."""
+"""What the methods share: building the student encoder, the teacher forward with batch shuffle, and the one
+constructor of the single-context methods (MoCo-v2, ReSSL)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from torch import nn
 from cgh import dist
 from cgh.backbone import STAGE_NAMES, ResNet, norm_layer_factory
 from cgh.config import MethodConfig
+from cgh.ema import make_teacher
 from cgh.heads import Encoder, EncoderOutput, HypercolumnHead, mlp
+from cgh.queue import FeatureQueue
 
 
 def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_splits: int = 1) -> Encoder:
@@ -51,3 +54,22 @@ def teacher_forward(teacher: nn.Module, x: torch.Tensor, shuffle: bool, hyper: b
     x, inverse = dist.shuffle_batch(x)
     out = teacher(x, hyper=hyper)
     return EncoderOutput(*(None if t is None else dist.unshuffle_batch(t, inverse) for t in out))
+
+
+class SingleContext(nn.Module):
+    """A global-context method: backbone + MLP student, its EMA teacher and one queue of teacher keys.
+
+    ``warmup_steps``: the InfoNCE warm-up's length, for a method that has one (``uses_warmup``; 0 otherwise).
+    """
+
+    needs_find_unused = False  # every parameter gets a gradient every step
+    uses_warmup = False
+
+    def __init__(self, backbone: ResNet, cfg: MethodConfig, bn_splits: int = 1, shuffle: bool = True,
+                 warmup_steps: int = 0):
+        super().__init__()
+        self.cfg, self.shuffle = cfg, shuffle
+        self.warmup_steps = warmup_steps if self.uses_warmup else 0
+        self.student = build_encoder(backbone, cfg, hypercolumn=False, bn_splits=bn_splits)
+        self.teacher = make_teacher(self.student)
+        self.queue = FeatureQueue(cfg.queue_size, cfg.feat_dim)

@@ -4,34 +4,26 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from cgh.backbone import ResNet
-from cgh.config import MethodConfig
 from cgh.diagnostics import context_diagnostics
-from cgh.ema import ema_update, make_teacher
+from cgh.ema import ema_update
 from cgh.losses import info_nce
-from cgh.methods.common import build_encoder, teacher_forward
-from cgh.queue import FeatureQueue
+from cgh.methods.common import SingleContext, teacher_forward
 
 
-class MoCoV2(nn.Module):
-    """views = [key view, query view]: both strong in MoCo-v2 (aug.teacher_view=strong; SPEC 3.2 ssl_transforms).
+class MoCoV2(SingleContext):
+    """views = [key view, query view]: both strong in MoCo-v2 (SPEC 3.2 ssl_transforms).
 
     The asymmetric loss of the MoCo paper: one InfoNCE term per step (the symmetric variant costs 2x).
     Temperature ``cfg.temperature`` (MoCo-v2: 0.2).
     """
 
-    needs_find_unused = False
+    teacher_view = "strong"  # two identically distributed strong views (MoCo-v2's aug+)
+    loss_terms = ("nce",)
     relation_terms = ()  # no relation target (cgh.diagnostics)
 
-    def __init__(self, backbone: ResNet, cfg: MethodConfig, bn_splits: int = 1, shuffle: bool = True,
-                 warmup_steps: int = 0):
-        super().__init__()
-        self.cfg, self.shuffle = cfg, shuffle
-        self.student = build_encoder(backbone, cfg, hypercolumn=False, bn_splits=bn_splits)
-        self.teacher = make_teacher(self.student)
-        self.queue = FeatureQueue(cfg.queue_size, cfg.feat_dim)
+    def temperatures(self) -> dict[str, float]:
+        return {"infonce": self.cfg.temperature}
 
     def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0, diagnose: bool = False):
         x_k, x_q = views[0], views[1]

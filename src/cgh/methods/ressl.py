@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from cgh.backbone import ResNet
 from cgh.config import MethodConfig
 from cgh.diagnostics import context_diagnostics
-from cgh.ema import ema_update, make_teacher
+from cgh.ema import ema_update
 from cgh.losses import cgh_loss_weights, info_nce, relation_logits, relation_loss
-from cgh.methods.common import build_encoder, teacher_forward
-from cgh.queue import FeatureQueue
+from cgh.methods.common import SingleContext, teacher_forward
 
 
-class ReSSL(nn.Module):
+class ReSSL(SingleContext):
     """views = [weak view (teacher), strong view (student), *strong local crops].
 
     loss = CE(softmax(k.queue / tau_t), q.queue / tau_s) with tau_t = ``temp_teacher_global`` (0.04) and tau_s =
@@ -27,17 +25,18 @@ class ReSSL(nn.Module):
     weights of CGH's warm-up: (1 - alpha) InfoNCE + alpha relation.
     """
 
-    needs_find_unused = False
+    teacher_view = "weak"  # crop + flip for the teacher, strong for the student (SPEC 3.2)
+    loss_terms = ("relation", "nce")  # nce only during the optional warm-up (ressl_warmup)
     relation_terms = ("relation",)  # losses against the queue's relations: ln K when collapsed (cgh.diagnostics)
+    uses_warmup = True  # only with cfg.ressl_warmup
 
     def __init__(self, backbone: ResNet, cfg: MethodConfig, bn_splits: int = 1, shuffle: bool = True,
                  warmup_steps: int = 0):
-        super().__init__()
-        self.cfg, self.shuffle = cfg, shuffle
-        self.warmup_steps = warmup_steps if cfg.ressl_warmup else 0
-        self.student = build_encoder(backbone, cfg, hypercolumn=False, bn_splits=bn_splits)
-        self.teacher = make_teacher(self.student)
-        self.queue = FeatureQueue(cfg.queue_size, cfg.feat_dim)
+        super().__init__(backbone, cfg, bn_splits, shuffle, warmup_steps if cfg.ressl_warmup else 0)
+
+    def temperatures(self) -> dict[str, float]:
+        temps = {"teacher_global": self.cfg.temp_teacher_global, "student_global": self.cfg.temp_student_global}
+        return temps | ({"infonce": self.cfg.temperature} if self.warmup_steps else {})
 
     def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0, diagnose: bool = False):
         weak, *strong = views

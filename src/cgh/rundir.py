@@ -1,0 +1,122 @@
+"""The run directory, its metrics log, and the signals that stop a run cleanly.
+
+    config.yaml          the resolved config
+    metrics.jsonl        one JSON object per logged step ("kind": "step"), per epoch ("kind": "epoch"), at the start
+                         and at the end; a resumed run first drops the records of steps after its checkpoint (it runs
+                         them again), so every step is logged once
+    checkpoints/         last.pt and numbered copies (cgh.resume)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cgh import dist
+from cgh.config import Config
+from cgh.errors import ConfigError
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.preset or 'custom'}-{cfg.method.name}-{stamp}"
+
+
+def drop_records_after(path: Path, step: int) -> None:
+    """Remove from metrics.jsonl the records of steps after ``step`` (a killed run logged them after its last
+    checkpoint; the resumed run does those steps again and logs them again) and any line cut short by a kill.
+    Rewritten via a temporary file and a rename, so that a kill here loses nothing."""
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or (isinstance(record.get("step"), int) and record["step"] > step):
+            dropped += 1
+            continue
+        kept.append(line + "\n")
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+        print(f"note: {path}: dropped {dropped} record(s) logged after the checkpoint's step {step} (those steps "
+              f"run again)", flush=True)
+
+
+class MetricsLog:
+    """Appends JSON lines to metrics.jsonl on rank 0 (a no-op elsewhere). On resume, ``drop_records_after`` first
+    removes what the run logged after its checkpoint, so that every step is logged once."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+
+
+def refuse_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> bool:
+    """A non-empty run directory is refused (nothing in it is touched) unless the run resumes its own checkpoint or
+    ``overwrite`` is given: resuming another run's checkpoint into it would replace its files. Returns whether its
+    contents are to be replaced."""
+    existing = run_dir.exists() and any(run_dir.iterdir())
+    own = checkpoint is not None and checkpoint.resolve().parent.parent == run_dir.resolve()
+    if existing and not (resuming and own) and not overwrite:
+        if resuming:
+            raise ConfigError(f"run directory {run_dir} already exists and is not the run of the checkpoint "
+                              f"{checkpoint}; pass --overwrite to replace its contents, or choose another out_dir")
+        raise ConfigError(f"run directory {run_dir} already exists and is not empty; pass --resume to continue it, "
+                          f"--overwrite to replace it, or choose another out_dir")
+    return existing and not (resuming and own)
+
+
+def prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> None:
+    """Create the run directory, emptying it first with ``overwrite`` (see ``refuse_run_dir``)."""
+    if refuse_run_dir(run_dir, resuming, overwrite, checkpoint):
+        for name in ("checkpoints", "metrics.jsonl", "config.yaml"):
+            p = run_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+class StopSignal:
+    """SIGTERM/SIGINT set a flag; the loop finishes its step, writes a checkpoint and stops cleanly."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners): no handler
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
+    def requested(self, device: torch.device) -> bool:
+        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=device)
+        return bool(dist.all_reduce_sum(flag).item() > 0) if dist.world_size() > 1 else self.signum is not None
