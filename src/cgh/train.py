@@ -27,10 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from cgh import __version__, dist, resume
+from cgh import dist, resume
 from cgh.augment import build_augment
 from cgh.checkpoint import check_compatible, load_checkpoint, remove_stale_temporaries
 from cgh.config import Config, resolve_bn_mode, to_yaml
+from cgh.console import epoch_line, print_banner, progress_bar, run_banner
 from cgh.data import build_pretrain_loader, open_split, source_options  # noqa: F401 - source_options: old path
 from cgh.diagnostics import CollapseWatch, is_diagnostic
 from cgh.errors import CGHError, ConfigError
@@ -211,16 +212,7 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
         method.student.compile()
         method.teacher.compile()
 
-    banner = {
-        "cgh": __version__, "torch": torch.__version__, "method": m.name, "recipe": cfg.recipe,
-        "arch": cfg.model.arch, "stem": cfg.model.stem, "width": cfg.model.width, "device": str(device),
-        "world_size": world, "batch_per_process": o.batch_size // world, "global_batch": o.batch_size, "lr": lr,
-        "lr_rule": f"{o.lr} x {o.batch_size}/{o.lr_ref_batch}", "bn_mode": bn_mode,
-        "bn_splits": cfg.model.bn_splits if bn_mode == "split" else 1, "queue_size": m.queue_size,
-        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "none", "steps_per_epoch": steps_per_epoch,
-        "epochs": o.epochs, "dataset": f"{source.name} ({len(source)} images)", "views": [s.size for s in specs],
-        "temperatures": method.temperatures(), "loss_terms": list(method.loss_terms), "run_dir": str(run_dir),
-    }
+    banner = run_banner(cfg, run, source, specs, world, bn_mode)
     if main:
         print_banner(banner, ckpt_path, run.start, run.step)
         run.log.write({"kind": "start", "time": time.time(), "resumed": ckpt_path is not None, **banner})
@@ -367,47 +359,3 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         run.log.write({"kind": "end", "status": status, "step": run.step, "time": time.time(), **run.metrics})
     dist.barrier()
     return RunResult(run.run_dir, run.step // run.steps_per_epoch, run.step, status, run.metrics, run.stop.signum)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Printing
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def print_banner(b: dict[str, Any], resumed_from, start: tuple[int, int], step: int) -> None:
-    lines = [
-        f"cgh {b['cgh']} (torch {b['torch']}): pretraining {b['method']} on {b['dataset']}",
-        *([f"  recipe     {b['recipe']}"] if b["recipe"] else []),
-        f"  model      {b['arch']} ({b['stem']} stem, width {b['width']}), views {b['views']} px",
-        f"  processes  {b['world_size']} x {b['batch_per_process']} = global batch {b['global_batch']} on "
-        f"{b['device']}, amp {b['amp']}",
-        f"  lr         {b['lr']:.4g} ({b['lr_rule']}), {b['epochs']} epochs x {b['steps_per_epoch']} steps",
-        f"  BN         {b['bn_mode']}" + (f" ({b['bn_splits']} splits)" if b["bn_mode"] == "split" else ""),
-        f"  queue      {b['queue_size']} slots; temperatures {b['temperatures']}",
-        f"  run dir    {b['run_dir']}",
-    ]
-    if resumed_from:
-        lines.append(f"  resumed    from {resumed_from} at epoch {start[0]}, step {step}")
-    print("\n".join(lines), flush=True)
-
-
-def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...]) -> str:
-    parts = [f"epoch {r['epoch']}/{epochs}", f"loss {r['loss']:.4f}"]
-    parts += [f"{k} {r[k]:.4f}" for k in loss_terms if k in r]
-    for context in ("global", "hyper"):  # cgh.diagnostics: feature spread, rank, teacher target entropy
-        if f"std_{context}" in r:
-            parts.append(f"[{context}: std {r[f'std_{context}']:.2f} rank {r[f'rank_{context}']:.1f}"
-                         + (f" ent {r[f'ent_{context}']:.2f}" if f"ent_{context}" in r else "") + "]")
-    if "knn_top1" in r:
-        parts.append(f"kNN top-1 {r['knn_top1']:.2f}%")
-    parts.append(f"{r['img_per_s']:.0f} img/s")
-    return "  ".join(parts)
-
-
-def progress_bar(enabled: bool, total: int, initial: int, epoch: int, epochs: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
-                mininterval=1.0, file=sys.stderr)
