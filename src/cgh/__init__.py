@@ -14,8 +14,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"losses", "config", "train", "methods", "backbone", "heads", "data", "augment", "evaluate", "export",
-               "pretrained", "checkpoint", "dist", "queue", "ema"}
+_SUBMODULES = {"losses", "config", "train", "methods", "backbone", "heads", "data", "augment", "views", "evaluate",
+               "export", "pretrained", "checkpoint", "dist", "queue", "ema", "schedule", "runtime", "resume", "rundir",
+               "monitor", "diagnostics", "commands"}
 
 
 def load_backbone(path, which: str = "student", map_location="cpu"):

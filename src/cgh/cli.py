@@ -1,7 +1,8 @@
 """The ``cgh`` command.
 
-Each subcommand lives in the module that does the work; that module exposes ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported only when their command runs, so ``cgh --help`` is instant.
+Each subcommand is a module ``cgh.commands.<name>`` exposing ``add_arguments(parser)`` and ``run(args) -> int`` on top
+of the library (cgh.train, cgh.evaluate, ...). ``COMMANDS`` names each module and its one-line help; a module is
+imported only when its command is parsed or run, so ``cgh --help`` imports none of them and is instant.
 Errors caused by the user's input (``cgh.errors.CGHError``: a bad path, key, value or file) are printed as one
 ``error:`` line and exit with status 2; anything else is a bug and keeps its traceback.
 """
@@ -12,23 +13,25 @@ import argparse
 import importlib
 import sys
 
-# command -> (module, one-line help)
+# command -> (module, one-line help); every module is cgh.commands.<command>
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("cgh.commands.pretrain", "pretrain CGH, ReSSL or MoCo-v2 from a preset or YAML config"),
-    "views": ("cgh.viewgrid", "write a PNG grid of the weak, strong and local views the model sees"),
-    "knn": ("cgh.evaluate.knn", "kNN classification with a pretrained backbone"),
-    "linear": ("cgh.evaluate.linear", "linear probe on frozen global or hypercolumn features"),
-    "semisup": ("cgh.evaluate.semisup", "fine-tune with 1%% / 10%% of the labels"),
-    "cluster": ("cgh.evaluate.cluster", "k-means on the features: NMI, AMI, ARI, Hungarian accuracy"),
-    "tsne": ("cgh.evaluate.tsne", "t-SNE picture of chosen classes, one panel per checkpoint"),
-    "plot": ("cgh.evaluate.plot", "kNN accuracy and loss against epoch from runs' metrics.jsonl"),
-    "export": ("cgh.export", "export the backbone to torchvision or detectron2 format"),
-    "cost": ("cgh.cost", "time one training step of supervised, MoCo-v2, ReSSL and CGH (Table 3)"),
-    "demo": ("cgh.demo", "pretrain and evaluate all three methods on built-in data and write a report"),
+    "views": ("cgh.commands.views", "write a PNG grid of the weak, strong and local views the model sees"),
+    "knn": ("cgh.commands.knn", "kNN classification with a pretrained backbone"),
+    "linear": ("cgh.commands.linear", "linear probe on frozen global or hypercolumn features"),
+    "semisup": ("cgh.commands.semisup", "fine-tune with 1%% / 10%% of the labels"),
+    "cluster": ("cgh.commands.cluster", "k-means on the features: NMI, AMI, ARI, Hungarian accuracy"),
+    "tsne": ("cgh.commands.tsne", "t-SNE picture of chosen classes, one panel per checkpoint"),
+    "plot": ("cgh.commands.plot", "kNN accuracy and loss against epoch from runs' metrics.jsonl"),
+    "export": ("cgh.commands.export", "export the backbone to torchvision or detectron2 format"),
+    "cost": ("cgh.commands.cost", "time one training step of supervised, MoCo-v2, ReSSL and CGH (Table 3)"),
+    "demo": ("cgh.commands.demo", "pretrain and evaluate all three methods on built-in data and write a report"),
 }
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, with the arguments of command ``only`` (its module imported); without ``only``
+    just the command list, which is all the top-level help and an unknown command's error need."""
     from cgh import __version__
 
     parser = argparse.ArgumentParser(
@@ -39,7 +42,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if only is None or name == only:
+        if name == only:
             importlib.import_module(module).add_arguments(p)
     return parser
 

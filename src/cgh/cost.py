@@ -1,4 +1,5 @@
-"""Training cost of one step, relative to supervised training: the supplementary's Table 3, measured here.
+"""Training cost of one step, relative to supervised training: the supplementary's Table 3, measured here
+(``cgh cost``, in cgh.commands.cost).
 
 The paper times one ImageNet epoch of each method on 2 A100s (Table 3: supervised 1.00, MoCo-v2 1.62, ReSSL 1.62,
 BYOL 2.90, CGH 2.01). Here one optimisation step is timed on the same backbone, batch and device for each method:
@@ -13,9 +14,7 @@ steps, which add two InfoNCE terms, are reported separately.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 import time
 from typing import Any
@@ -25,9 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgh.backbone import build_backbone
-from cgh.config import Config, load_config, resolve_bn_mode
+from cgh.config import Config, resolve_bn_mode
 from cgh.methods import build_method
-from cgh.train import param_groups, resolve_device
+from cgh.runtime import resolve_device
+from cgh.schedule import param_groups
 
 # Supplementary Table 3 (time per epoch relative to supervised, ResNet-50, ImageNet, 2 A100 GPUs, batch 256).
 PAPER_TABLE3 = {"supervised": 1.00, "mocov2": 1.62, "ressl": 1.62, "cgh": 2.01}
@@ -141,22 +141,3 @@ def format_table(result: dict[str, Any]) -> str:
     if result["cgh_over_ressl"] is not None:
         lines += ["", f"CGH / ReSSL = {result['cgh_over_ressl']:.3f} (paper: 2.01 / 1.62 = 1.24)"]
     return "\n".join(lines)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", default="cifar10", help="preset or YAML giving the backbone and heads "
-                   "(default cifar10: ResNet-18, CIFAR stem, 32 px)")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
-    p.add_argument("--repeats", type=int, default=10, help="timed rounds")
-    p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    result = measure(cfg, tuple(args.methods), args.batch_size, args.warmup, args.repeats, args.device)
-    print(json.dumps(result) if args.json else format_table(result))
-    return 0

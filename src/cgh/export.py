@@ -1,4 +1,4 @@
-"""``cgh export``: a pretrained backbone in torchvision or detectron2 format.
+"""A pretrained backbone in torchvision or detectron2 format (``cgh export``, in cgh.commands.export).
 
 Input: any file ``cgh.load_backbone`` reads (a ``cgh pretrain`` checkpoint, ``--which student|teacher``; a torchvision
 state dict; the authors' ``{"net": ...}`` checkpoints). Only the backbone is exported: projection heads, the CGH
@@ -18,11 +18,8 @@ Files are written to a temporary name and renamed, so an interrupted export neve
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import pickle
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -221,55 +218,8 @@ def export_backbone(backbone: ResNet, fmt: str, path: str | os.PathLike) -> dict
     }
 
 
-# ---- command line ----------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a cgh checkpoint, a torchvision state dict or an authors' checkpoint")
-    parser.add_argument("--format", choices=FORMATS, required=True, help="output format")
-    parser.add_argument("--out", default=None, metavar="PATH",
-                        help="output file (default: beside the input, <name>_torchvision.pth or "
-                        "<name>_detectron2.pkl; detectron2 needs .pkl)")
-    parser.add_argument("--which", choices=("student", "teacher"), default="student",
-                        help="for cgh checkpoints: the student's backbone or the EMA teacher's (default: student)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text line")
-
-
 def default_output(checkpoint: str | os.PathLike, fmt: str) -> Path:
+    """Where ``cgh export`` writes without ``--out``: beside the input, ``<name>_torchvision.pth`` or
+    ``<name>_detectron2.pkl``."""
     src = Path(checkpoint)
     return src.with_name(f"{src.stem}_{fmt}{'.pkl' if fmt == 'detectron2' else '.pth'}")
-
-
-def run(args: argparse.Namespace) -> int:
-    from cgh.pretrained import load_backbone
-
-    model = load_backbone(args.checkpoint, which=args.which)
-    out = Path(args.out) if args.out else default_output(args.checkpoint, args.format)
-    if out.resolve() == Path(args.checkpoint).resolve():
-        raise CGHError(f"refusing to overwrite the input checkpoint {out}; choose another --out")
-    summary = export_backbone(model.backbone, args.format, out)
-    info = model.info
-    result = {
-        "command": "export",
-        **summary,
-        "checkpoint": str(args.checkpoint),
-        "source_format": info.get("format"),
-        "method": info.get("method"),
-        "epoch": info.get("epoch"),
-        "step": info.get("step"),
-        "which": args.which if info.get("format") == "cgh-checkpoint" else None,
-        "arch": info.get("arch"),
-        "stem": info.get("stem"),
-        "width": info.get("width"),
-    }
-    for w in summary["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        who = f"{result['which']} of " if result["which"] else ""
-        epoch = f", epoch {result['epoch']}" if result["epoch"] is not None else ""
-        print(f"exported the {result['arch']} backbone ({who}{info.get('method') or info.get('format')}{epoch}) "
-              f"to {out}: {args.format} format, {summary['num_tensors']} tensors, "
-              f"{summary['num_parameters'] / 1e6:.2f}M parameters")
-    return 0

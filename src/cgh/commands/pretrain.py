@@ -11,8 +11,6 @@ from cgh.config import config_from_dict, load_config, merge, parse_overrides, to
 from cgh.errors import ConfigError
 from cgh.train import EXIT_COLLAPSED, find_checkpoint, pretrain
 
-HELP = "pretrain CGH, ReSSL or MoCo-v2 from a preset or YAML config"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", default=None,

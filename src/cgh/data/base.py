@@ -57,6 +57,12 @@ class ArraySource:
         _, c, h, w = self.images.shape
         return f"ArraySource({self.name!r}, {len(self)} images {c}x{h}x{w}, {len(self.classes)} classes)"
 
+    def subset(self, indices, name: str | None = None) -> ArraySource:
+        """The images ``indices`` (a sequence, array or tensor of ints), in that order, as a new ArraySource named
+        ``name`` (default: this source's name)."""
+        idx = _as_indices(indices)
+        return ArraySource(self.images[idx].contiguous(), self.labels[idx], list(self.classes), name or self.name)
+
 
 @dataclass
 class FileSource:
@@ -89,6 +95,17 @@ class FileSource:
     def load(self, i: int) -> Image.Image:
         """Decode image ``i`` as RGB; an undecodable or truncated file raises DataError naming its path."""
         return load_image(self.path(i))
+
+    def subset(self, indices, name: str | None = None) -> FileSource:
+        """The files ``indices`` (a sequence, array or tensor of ints), in that order, as a new FileSource named
+        ``name`` (default: this source's name)."""
+        idx = _as_indices(indices)
+        return FileSource(self.root, [self.paths[i] for i in idx.tolist()], self.labels[idx], list(self.classes),
+                          name or self.name)
+
+
+def _as_indices(indices) -> torch.Tensor:
+    return torch.as_tensor(indices, dtype=torch.int64).reshape(-1)  # (n,)
 
 
 Source = ArraySource | FileSource

@@ -3,7 +3,10 @@ on the development machines, DESIGN.md section 3).
 
 - :func:`load_image`: decode one file as RGB, DataError naming the file when it is not an image or is truncated.
 - :func:`random_resized_crop_box`: torchvision ``RandomResizedCrop.get_params`` (10 tries, then a centre crop).
-- :func:`resize_center_crop`: torchvision ``Resize(short)`` followed by ``CenterCrop(size)`` (SPEC 3.4).
+- the evaluation resize rule, the one copy every test transform follows (the on-device ``EvalTransform``, the file
+  loaders, the view grid): :func:`eval_resize` (the shorter side before the centre crop), :func:`resized_shape`
+  (torchvision ``Resize(short)``'s output size) and :func:`center_crop_box` (torchvision ``CenterCrop``'s offsets);
+- :func:`resize_center_crop`: that rule on a Pillow image, torchvision ``Resize(short)`` then ``CenterCrop(size)``.
 - :func:`decode_all`: decode a list of files into one uint8 tensor (Tiny-ImageNet, small folders), with loader
   workers, a progress bar and an optional on-disk cache.
 """
@@ -80,21 +83,42 @@ def crop_resize(img: Image.Image, box: tuple[int, int, int, int], size: int) -> 
     return img.resize((size, size), resample=Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
 
 
+# The test transform's centre crop keeps 7/8 of the shorter side (Resize 256 + CenterCrop 224, SPEC 3.4) from this
+# crop size up; smaller images are resized to the crop size itself (CIFAR's 32 px stay 32 px).
+EVAL_CROP_FRACTION = (7, 8)
+EVAL_CENTRE_CROP_FROM = 224
+
+
+def eval_resize(image_size: int) -> int:
+    """The shorter side the test transform resizes to before its centre ``image_size`` crop (SPEC 3.4): 256 for 224
+    (``image_size * 8 // 7``) when ``image_size >= 224``, else ``image_size`` itself."""
+    num, den = EVAL_CROP_FRACTION
+    return image_size * den // num if image_size >= EVAL_CENTRE_CROP_FROM else image_size
+
+
+def resized_shape(height: int, width: int, short: int) -> tuple[int, int]:
+    """(height, width) after torchvision ``Resize(short)``: the shorter side becomes ``short``, the longer one
+    ``int(short * long / shorter)`` (truncated, as torchvision does)."""
+    if width <= height:
+        return int(short * height / width), short
+    return short, int(short * width / height)
+
+
+def center_crop_box(height: int, width: int, size: int) -> tuple[int, int]:
+    """(top, left) of torchvision ``CenterCrop(size)`` in a ``height`` x ``width`` image, rounded as it does."""
+    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+
+
 def resize_center_crop(img: Image.Image, short: int, size: int) -> Image.Image:
-    """torchvision ``Resize(short)`` (bilinear; shorter side to ``short``, longer side truncated as torchvision does)
-    then ``CenterCrop(size)`` (offsets rounded as torchvision does). ``short`` must be >= ``size``."""
+    """torchvision ``Resize(short)`` (bilinear, :func:`resized_shape`) then ``CenterCrop(size)``
+    (:func:`center_crop_box`). ``short`` must be >= ``size``."""
     w, h = img.size
-    if min(w, h) != short:
-        if w <= h:
-            new_w, new_h = short, int(short * h / w)
-        else:
-            new_w, new_h = int(short * w / h), short
+    new_h, new_w = resized_shape(h, w, short)
+    if (new_h, new_w) != (h, w):
         img = img.resize((new_w, new_h), resample=Image.Resampling.BILINEAR)
-    w, h = img.size
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
-    if (w, h) == (size, size):
+    if (new_w, new_h) == (size, size):
         return img
+    top, left = center_crop_box(new_h, new_w, size)
     return img.crop((left, top, left + size, top + size))
 
 

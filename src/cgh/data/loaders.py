@@ -28,7 +28,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cgh.data.base import FileSource, Source
-from cgh.data.decode import crop_resize, load_image, random_resized_crop_box, resize_center_crop, to_uint8_chw
+from cgh.data.decode import (
+    crop_resize,
+    eval_resize,
+    load_image,
+    random_resized_crop_box,
+    resize_center_crop,
+    to_uint8_chw,
+)
 from cgh.errors import DataError
 from cgh.views import ViewSpec
 
@@ -324,12 +331,12 @@ def build_pretrain_loader(
 
 
 class _EvalDataset(_FileDataset):
-    """Index -> (3, S, S) uint8: Resize(int(S*8/7)) for S >= 224, else Resize(S), then CenterCrop(S) (SPEC 3.4)."""
+    """Index -> (3, S, S) uint8: Resize(eval_resize(S)), then CenterCrop(S) (SPEC 3.4; the rule of cgh.data.decode)."""
 
     def __init__(self, source: FileSource, image_size: int):
         super().__init__(source)
         self.size = image_size
-        self.short = int(image_size * 8 / 7) if image_size >= 224 else image_size
+        self.short = eval_resize(image_size)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img = resize_center_crop(load_image(self.path(i)), self.short, self.size)  # DataError names a corrupt file

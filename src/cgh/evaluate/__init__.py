@@ -1,1 +1,2 @@
-"""Evaluation: functions over extracted features (kNN, linear probe, semi-supervised, clustering, t-SNE, curves)."""
+"""Evaluation: functions over extracted features (features, knn, linear, semisup, cluster, tsne, plot; classify holds
+what the linear probe and the fine-tuning share). The commands on top of them are in cgh.commands."""

@@ -1,4 +1,4 @@
-"""``cgh cluster``: k-means on frozen features, scored against the labels with NMI, AMI, ARI and Hungarian accuracy.
+"""k-means on frozen features, scored against the labels with NMI, AMI, ARI and Hungarian accuracy.
 
 SPEC 5.5 (the authors' ``eval_clustering.py``): L2-normalised pooled backbone features, k-means with 20 iterations and
 5 restarts (faiss ``niter``/``nredo``), one cluster per class by default, NMI / AMI / ACC printed. We differ on purpose:
@@ -13,13 +13,12 @@ SPEC 5.5 (the authors' ``eval_clustering.py``): L2-normalised pooled backbone fe
 - the metric code is ours: the authors' ``utils/metric.py`` is missing from their repository (SPEC 7.15). ARI is
   printed too (they computed but did not print it).
 
-The metric functions are pure functions over label arrays, so they can score any clustering.
+The metric functions are pure functions over label arrays, so they can score any clustering. The command is
+cgh.commands.cluster.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
 from typing import Any
 
 import numpy as np
@@ -127,62 +126,3 @@ def kmeans(feats: Any, n_clusters: int, *, n_init: int = DEFAULT_N_INIT, max_ite
 def cluster_and_score(feats: Any, labels: Any, n_clusters: int, **kmeans_kw) -> dict[str, float]:
     """k-means on ``feats`` then :func:`clustering_metrics` against ``labels``."""
     return clustering_metrics(labels, kmeans(feats, n_clusters, **kmeans_kw))
-
-
-# ---- command line ----------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cgh.evaluate.features import add_checkpoint_arguments, add_data_arguments
-    from cgh.pretrained import FEATURE_KINDS
-
-    add_checkpoint_arguments(parser)
-    add_data_arguments(parser)
-    parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
-                        help="global: pooled layer4 (SPEC 5.5); hypercolumn / hypercolumn_head as in `cgh linear`")
-    parser.add_argument("--clusters", nargs="+", type=int, default=None, metavar="K",
-                        help="number(s) of clusters; several are clustered independently (default: the number of "
-                             "classes, as the authors' 1000 for ImageNet)")
-    parser.add_argument("--n-init", type=int, default=DEFAULT_N_INIT,
-                        help=f"k-means restarts, best inertia kept (default {DEFAULT_N_INIT}: faiss nredo, SPEC 5.5)")
-    parser.add_argument("--max-iter", "--niter", dest="max_iter", type=int, default=DEFAULT_MAX_ITER,
-                        help=f"Lloyd iterations per restart (default {DEFAULT_MAX_ITER}: faiss niter, SPEC 5.5)")
-    parser.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from cgh.errors import ConfigError
-    from cgh.evaluate.features import checkpoint_label, emit, resolve_eval_setup
-
-    if args.n_init < 1 or args.max_iter < 1:
-        raise ConfigError(f"need --n-init >= 1 and --max-iter >= 1, got {args.n_init} and {args.max_iter}")
-    # The evaluation (test) split is clustered: SPEC 5.5 clusters ImageNet val. --test-split picks another split.
-    setup = resolve_eval_setup(args, need_train=False, need_test=True)
-    model, kind, source = setup.model, args.features, setup.test_source
-    if kind == "hypercolumn_head" and model.hyper_head is None:
-        raise ConfigError(f"{args.checkpoint} has no trained hypercolumn head (only CGH checkpoints do); use "
-                          f"--features global or hypercolumn")
-    counts = args.clusters or [setup.num_classes]
-    if any(k < 1 or k > len(source) for k in counts):
-        raise ConfigError(f"--clusters must be in [1, {len(source)}] (the images of {source.name}), got {counts}")
-    feats, labels = setup.features(source, kind, desc="features")
-    start = time.time()
-    levels = []
-    for k in counts:
-        m = cluster_and_score(feats.numpy(), labels.numpy(), k, n_init=args.n_init, max_iter=args.max_iter,
-                              seed=args.seed)
-        levels.append({"clusters": k, **{key: 100.0 * m[key] for key in ("nmi", "ami", "ari", "acc")},
-                       "clusters_used": m["num_clusters"]})
-    elapsed = time.time() - start
-    metrics = {key: levels[0][key] for key in ("nmi", "ami", "ari", "acc")}
-    if len(levels) > 1:
-        metrics["levels"] = levels
-    protocol = dict(setup.protocol, features=kind, feature_dim=int(feats.shape[1]), normalize="l2", split=source.name,
-                    clusters=counts, n_init=args.n_init, max_iter=args.max_iter, seed=args.seed,
-                    algorithm="sklearn KMeans (k-means++ init)", units="percent", kmeans_seconds=round(elapsed, 2))
-    what = (f"{checkpoint_label(setup.protocol)} {kind} features on {source.name} ({len(source)} images, "
-            f"{setup.num_classes} classes)")
-    parts = [f"k={lv['clusters']}: NMI {lv['nmi']:.2f}  AMI {lv['ami']:.2f}  ARI {lv['ari']:.2f}  "
-             f"ACC {lv['acc']:.2f}" for lv in levels]
-    emit(args, "cluster", metrics, protocol, f"k-means of {what}: " + "; ".join(parts) + " (%)")
-    return 0

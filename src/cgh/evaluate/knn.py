@@ -5,15 +5,13 @@ exp(sim_j / T); classes are ranked by their summed weight. The bank is processed
 copied, so the memory is the bank plus one (chunk, N_bank) similarity block (benchmarks/knn_memory.md), and an
 ImageNet-sized bank fits in memory.
 
-``cgh knn CHECKPOINT`` (SPEC 5.2): pooled backbone features (``--features``), L2-normalised, k in {10, 20, 100, 200}
+``cgh knn CHECKPOINT`` (SPEC 5.2, cgh.commands.knn): pooled backbone features, L2-normalised, k in {10, 20, 100, 200}
 at T = 0.07, top-1 and top-5 on the test split with the train split as the memory bank. Fixed from the authors'
 script (SPEC 7.15): no torch.distributed needed, the class count is read from the data (not 1000), and the chunking is
 by a row count, not "100 chunks".
 """
 
 from __future__ import annotations
-
-import argparse
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +41,8 @@ def _neighbours(bank: torch.Tensor, queries: torch.Tensor, k: int, chunk_size: i
 
     The bank is not copied (a float32 bank is used as it is): instead of normalising it, each chunk's similarities
     are divided by the bank rows' norms, (q . b) / |b| = q . (b / |b|). Memory: the bank, its N norms and one
-    (chunk, N) similarity block (F.normalize(bank) held a second bank: 2 GiB more for 1M x 512; and keeping the
-    previous block while the next was computed held two).
+    (chunk, N) similarity block (F.normalize(bank) would hold a second bank: 2 GiB more for 1M x 512, and keeping
+    the previous block while the next one is computed would hold two).
     """
     bank = bank.float()
     inv_norm = bank.norm(dim=1).clamp_min(1e-12).reciprocal()  # (N,), F.normalize's eps
@@ -131,51 +129,3 @@ def knn_evaluate(
     q = queries.shape[0]
     return {k: {"top1": 100.0 * c[0].item() / q if q else float("nan"),
                 "top5": 100.0 * c[1].item() / q if q else float("nan")} for k, c in correct.items()}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# cgh knn
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cgh.evaluate.features import add_checkpoint_arguments, add_data_arguments
-    from cgh.pretrained import FEATURE_KINDS
-
-    add_checkpoint_arguments(parser)
-    add_data_arguments(parser)
-    parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
-                        help="global: pooled layer4 (SPEC 5.2); hypercolumn: GAP of [layer3->layer4 size, layer4]; "
-                             "hypercolumn_head: the trained CGH head's pooled conv-BN-ReLU")
-    parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), help="neighbour counts (SPEC 5.2)")
-    parser.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T) (SPEC 5.2: 0.07)")
-    parser.add_argument("--chunk-size", type=int, default=256,
-                        help="query rows per similarity block; lower it if a large bank runs out of memory")
-
-
-def run(args: argparse.Namespace) -> int:
-    from cgh.errors import ConfigError
-    from cgh.evaluate.features import check_feature_kind, checkpoint_label, emit, resolve_eval_setup
-
-    if any(k < 1 for k in args.k) or args.temperature <= 0 or args.chunk_size < 1:
-        raise ConfigError(f"--k values must be >= 1, --temperature > 0 and --chunk-size >= 1; got k={args.k}, "
-                          f"temperature={args.temperature}, chunk_size={args.chunk_size}")
-    setup = resolve_eval_setup(args, allow_unlabelled_train=True)
-    check_feature_kind(setup.model, args.features, args.checkpoint)
-    bank, bank_labels = setup.features(setup.train_source, args.features, desc="memory bank")
-    queries, query_labels = setup.features(setup.test_source, args.features, desc="test")
-    labelled = bank_labels >= 0  # an unlabelled image cannot vote (e.g. STL-10's train+unlabeled)
-    bank, bank_labels = bank[labelled], bank_labels[labelled]
-    device = setup.device
-    results = knn_evaluate(bank.to(device), bank_labels.to(device), queries.to(device), query_labels.to(device),
-                           setup.num_classes, args.k, args.temperature, args.chunk_size)
-    protocol = dict(setup.protocol, features=args.features, feature_dim=int(bank.shape[1]), k=list(args.k),
-                    k_effective=[min(k, int(bank.shape[0])) for k in args.k], temperature=args.temperature,
-                    bank_size=int(bank.shape[0]), normalised=True, top5_is_top=min(5, setup.num_classes))
-    metrics = {str(k): v for k, v in results.items()}
-    p = protocol
-    line = (f"kNN {p['dataset']} {p['test_split']} ({args.features} features, {checkpoint_label(p)}, "
-            f"T={args.temperature}): "
-            + ", ".join(f"k={k} top-1 {v['top1']:.2f}% top-5 {v['top5']:.2f}%" for k, v in results.items()))
-    emit(args, "knn", metrics, protocol, line)
-    return 0

@@ -1,4 +1,5 @@
-"""``cgh plot``: kNN accuracy and loss against epoch from runs' ``metrics.jsonl`` (the supplementary's Fig. 2).
+"""kNN accuracy and loss against epoch from runs' ``metrics.jsonl`` (the supplementary's Fig. 2; ``cgh plot``, in
+cgh.commands.plot).
 
 A run directory's ``metrics.jsonl`` (written by ``cgh pretrain``, see cgh/train.py) holds one JSON object per line:
 ``start`` (the banner: method, arch, dataset, steps_per_epoch, ...), ``step``, ``epoch`` (mean loss and terms over the
@@ -18,16 +19,14 @@ the mean over the epoch's logged steps), the figure gets a second row under the 
 axis: the normalised feature std (about 1 spread, 0 collapsed) and the teacher's relation entropy as a fraction of
 ln K (1: a uniform target, no signal), global context solid and hypercolumn dashed, one colour per run as above. A
 row in the same PNG rather than a second file, so that a collapse reads directly under the kNN curve it explains and
-one command still writes one figure. Runs that logged no diagnostics (older runs) are drawn exactly as before.
+one command still writes one figure. When no run logged diagnostics, the figure is the single row of kNN and loss.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,7 +191,7 @@ def plot_curves(runs: list[RunCurves | str | os.PathLike], path: str | os.PathLi
     if diagnosed:
         fig = Figure(figsize=(12, 9.0), dpi=_DPI, layout="constrained")
         (ax_knn, ax_loss), (ax_std, ax_ent) = fig.subplots(2, 2, sharex=True)  # one epoch axis for the four
-    else:  # the figure of runs without diagnostics, as it always was
+    else:  # no run logged diagnostics: one row
         fig = Figure(figsize=(12, 4.8), dpi=_DPI, layout="constrained")
         ax_knn, ax_loss = fig.subplots(1, 2)
     colours = [f"C{i % 10}" for i in range(len(curves))]
@@ -288,40 +287,3 @@ def _draw_diagnostics(ax_std, ax_ent, curves: list[RunCurves], labels: list[str]
                  if run.diagnostics and not any(f"ent_{c}" in run.diagnostics for c in CONTEXT_STYLES)]
     if no_target:  # MoCo-v2 has no relation target to take the entropy of
         _note(ax_ent, "no teacher relation target in: " + ", ".join(no_target), 0.02 if drawn["ent"] else 0.5)
-
-
-# ---- command line ----------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or their metrics.jsonl)")
-    parser.add_argument("--out", default="curves.png", metavar="PATH.png", help="output PNG (default: curves.png)")
-    parser.add_argument("--labels", nargs="+", default=None, help="legend entry per run (default: method (run dir))")
-    parser.add_argument("--title", default=None, help="figure title")
-    parser.add_argument("--terms", action="store_true", help="also draw the loss terms (dashed)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text lines")
-
-
-def run(args: argparse.Namespace) -> int:
-    from cgh.errors import ConfigError
-
-    if args.labels is not None and len(args.labels) != len(args.runs):
-        raise ConfigError(f"--labels got {len(args.labels)} names for {len(args.runs)} runs; expected one per run")
-    curves = [read_run(r) for r in args.runs]
-    out = plot_curves(curves, args.out, labels=args.labels, title=args.title, terms=args.terms)
-    labels = args.labels or [c.label for c in curves]
-    summaries = [{"label": label, **c.summary()} for c, label in zip(curves, labels, strict=True)]
-    for c in curves:
-        if c.skipped_lines:
-            print(f"warning: {c.path / METRICS_FILE}: skipped {c.skipped_lines} unreadable line(s)", file=sys.stderr)
-    if args.json:
-        print(json.dumps({"command": "plot", "out": str(out), "runs": summaries}, allow_nan=True))
-        return 0
-    for s in summaries:
-        knn = (f"kNN top-1 {s['last_knn_top1']:.2f}% (best {s['best_knn_top1']:.2f}% at epoch {s['best_knn_epoch']:g})"
-               if s["knn_points"] else "no kNN records")
-        loss = f"loss {s['last_loss']:.4f}" if s["last_loss"] is not None else "no epoch loss"
-        resumed = f", resumed {s['resumes']}x" if s["resumes"] else ""
-        print(f"{s['label']}: {s['epochs']:g} epochs, {knn}, {loss}{resumed}")
-    print(f"wrote {out}")
-    return 0

@@ -1,0 +1,248 @@
+"""The command-line plumbing the evaluation commands (knn, linear, semisup, cluster, tsne) share.
+
+- ``cgh knn runs/x/checkpoints/last.pt`` evaluates on the dataset the checkpoint was trained on: name, path, eval
+  splits, image size, normalisation and synthetic-data options come from the config stored in the checkpoint;
+- ``--dataset NAME`` switches dataset (its preset supplies the image size and eval splits; ``--data-path``,
+  ``--train-split``, ``--test-split``, ``--image-size`` and ``--data-option key=value`` override single values);
+  a torchvision-format or authors' backbone carries no config, so it needs ``--dataset``;
+- ``--json`` prints exactly one JSON object on stdout: ``{"command", "metrics", "protocol"}``, where the protocol
+  names the features, the dataset and splits, the image size and transform, the checkpoint and its epoch/step,
+  method and architecture, plus the command's own numbers (k, temperature, epochs, lr, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from cgh.augment import dataset_normalization
+from cgh.checkpoint import FORMAT, load_file
+from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, preset_names
+from cgh.data import open_split
+from cgh.data.decode import eval_resize
+from cgh.errors import ConfigError, DataError
+from cgh.evaluate.features import extract_features, num_classes_of
+from cgh.pretrained import FEATURE_KINDS, PretrainedBackbone, load_backbone
+from cgh.runtime import resolve_amp, resolve_device
+
+# Datasets without a preset of their own borrow one (same image size and eval splits).
+PRESET_OF = {"imagenet100": "imagenet"}
+# Eval splits of datasets without a preset: every other opener names its labelled splits train / test.
+DEFAULT_SPLITS = ("train", "test")
+DEFAULT_BATCH_SIZE = 256
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The checkpoint, which network in it, device, precision and output format."""
+    parser.add_argument("checkpoint", help="a `cgh pretrain` checkpoint (runs/x/checkpoints/last.pt), a "
+                        "torchvision-format backbone state dict (needs --dataset) or an authors' checkpoint")
+    parser.add_argument("--which", choices=("student", "teacher"), default="student",
+                        help="network of a cgh checkpoint to evaluate (default: the student, as the authors)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
+    parser.add_argument("--amp", choices=("auto", "none", "bf16"), default="auto",
+                        help="autocast for the frozen forward passes: auto = bf16 on a GPU that supports it")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (metrics and protocol) on stdout")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars on stderr (default: when stderr is a terminal)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Dataset flags; each overrides the value stored in the checkpoint's config."""
+    parser.add_argument("--dataset", default=None,
+                        help="cifar10, cifar100, stl10, tinyimagenet, imagenet, imagenet100, folder, npz, synthetic "
+                             "(default: the checkpoint's; required for torchvision-format backbones)")
+    parser.add_argument("--data-path", default=None, help="dataset root or file (default: the checkpoint's)")
+    parser.add_argument("--train-split", default=None,
+                        help="labelled split for the memory bank / probe training (default: data.eval_train_split)")
+    parser.add_argument("--test-split", default=None,
+                        help="split the accuracy is measured on (default: data.eval_test_split)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="evaluation crop in pixels (default: data.image_size; 224 gives Resize 256 + CenterCrop)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="decoding workers for file datasets (default: data.num_workers; arrays need none)")
+    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other data.* config value, e.g. synthetic_size=1000 or 'mean=[0.5,0.5,0.5]' "
+                             "(repeatable)")
+
+
+@dataclass
+class EvalSetup:
+    """Everything an evaluation command needs, resolved from the checkpoint and the flags."""
+
+    model: PretrainedBackbone
+    cfg: Config  # the data section is the evaluation's (checkpoint config + flags)
+    train_source: Any
+    test_source: Any
+    num_classes: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+    amp: torch.dtype | None
+    batch_size: int
+    num_workers: int
+    progress: bool
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    def features(self, source, kind: str, desc: str = "features", model: PretrainedBackbone | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``extract_features`` of ``model`` (default: this setup's) with this setup's transform, device and
+        precision."""
+        return extract_features(model or self.model, source, kind, image_size=self.image_size, mean=self.mean,
+                                std=self.std, batch_size=self.batch_size, device=self.device,
+                                num_workers=self.num_workers, amp=self.amp, progress=self.progress, desc=desc)
+
+
+def has_preset(name: str) -> bool:
+    """Whether dataset ``name`` has a preset of its own or borrows one (``PRESET_OF``)."""
+    return PRESET_OF.get(name, name) in preset_names()
+
+
+def dataset_config(name: str) -> Config:
+    """A config for dataset ``name``: its preset (image size, eval splits, augmentation), else the defaults."""
+    if has_preset(name):
+        cfg = load_config(PRESET_OF.get(name, name))
+    else:
+        cfg = Config()
+        cfg.data.eval_train_split, cfg.data.eval_test_split = DEFAULT_SPLITS
+        if name == "synthetic":
+            cfg.data.image_size = cfg.data.synthetic_image_size
+    cfg.data.name = name
+    return cfg
+
+
+def eval_config(checkpoint_config: dict[str, Any] | None, args: argparse.Namespace, origin: str) -> Config:
+    """The evaluation config: the checkpoint's (or a dataset's defaults), with the data flags applied."""
+    cfg = config_from_dict(checkpoint_config, origin=origin) if checkpoint_config is not None else None
+    dataset = getattr(args, "dataset", None)
+    if cfg is None and dataset is None:
+        raise ConfigError(f"{origin} holds only backbone weights and no training config: say which dataset to "
+                          f"evaluate on with --dataset (and --data-path)")
+    from_defaults = cfg is None or (dataset is not None and dataset != cfg.data.name)
+    if from_defaults:
+        base = dataset_config(dataset)
+        if cfg is None:
+            cfg = base
+        else:
+            cfg.data = base.data  # another dataset: none of the checkpoint's data values apply
+    d = cfg.data
+    options = [o if o.startswith("data.") else f"data.{o}" for o in getattr(args, "data_option", []) or []]
+    if options:
+        merge(cfg, parse_overrides(options), "--data-option")
+        if from_defaults and d.name == "synthetic" and not any(o.startswith("data.image_size=") for o in options):
+            d.image_size = d.synthetic_image_size  # evaluate generated images at the size they are drawn at
+    for flag, key in (("data_path", "path"), ("train_split", "eval_train_split"), ("test_split", "eval_test_split"),
+                      ("image_size", "image_size"), ("num_workers", "num_workers")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(d, key, value)
+    if d.image_size < 1:
+        raise ConfigError(f"--image-size must be a positive integer, got {d.image_size}")
+    if d.num_workers < 0:
+        raise ConfigError(f"--num-workers must be >= 0, got {d.num_workers}")
+    return cfg
+
+
+def require_labels(source, what: str, allow_unlabelled: bool = False) -> None:
+    """DataError unless ``source`` has images and labels (every image labelled unless ``allow_unlabelled``)."""
+    if len(source) == 0:
+        raise DataError(f"{source.name}: the {what} split is empty")
+    unlabelled = int((source.labels < 0).sum())
+    if unlabelled == len(source) or (unlabelled and not allow_unlabelled):
+        raise DataError(f"{source.name}: {unlabelled} of {len(source)} images of the {what} split have no label (-1); "
+                        f"choose a labelled split with --train-split / --test-split")
+
+
+def check_feature_kind(model: PretrainedBackbone, kind: str, path: str = "the checkpoint") -> None:
+    """ConfigError (one line on the CLI) for a feature kind the model cannot give."""
+    if kind not in FEATURE_KINDS:
+        raise ConfigError(f"unknown feature kind {kind!r}; expected one of {list(FEATURE_KINDS)}")
+    if kind == "hypercolumn_head" and model.hyper_head is None:
+        raise ConfigError(f"{path} has no trained hypercolumn head (only CGH checkpoints do); use --features "
+                          f"global or hypercolumn (the pooled [layer3, layer4] stack, any backbone)")
+
+
+def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, need_test: bool = True,
+                       allow_unlabelled_train: bool = False) -> EvalSetup:
+    """Load the backbone and open the evaluation splits as the flags and the checkpoint's config say."""
+    device = resolve_device(args.device)
+    path = args.checkpoint
+    obj = load_file(path)  # CheckpointError for a missing, empty, truncated or unsafe file
+    ckpt_config = obj.get("config") if isinstance(obj, dict) and obj.get("format") == FORMAT else None
+    del obj
+    model = load_backbone(path, which=getattr(args, "which", "student"), map_location=device)
+    cfg = eval_config(ckpt_config, args, str(path))
+    d = cfg.data
+    train_source = open_split(cfg, d.eval_train_split) if need_train else None
+    test_source = open_split(cfg, d.eval_test_split) if need_test else None
+    if train_source is not None:
+        require_labels(train_source, "train", allow_unlabelled=allow_unlabelled_train)
+    if test_source is not None:
+        require_labels(test_source, "test")
+    sources = [s for s in (train_source, test_source) if s is not None]
+    mean, std = dataset_normalization(cfg.data)
+    batch_size = args.batch_size if getattr(args, "batch_size", None) is not None else DEFAULT_BATCH_SIZE
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
+    progress = args.progress if getattr(args, "progress", None) is not None else sys.stderr.isatty()
+    amp = resolve_amp(getattr(args, "amp", "none"), device)
+    info = model.info
+    protocol = {
+        "checkpoint": str(path),
+        "checkpoint_format": info.get("format"),
+        "which": info.get("which", "student"),
+        "method": info.get("method"),
+        "arch": info.get("arch"),
+        "stem": info.get("stem"),
+        "width": info.get("width"),
+        "epoch": info.get("epoch"),
+        "step": info.get("step"),
+        "dataset": d.name,
+        "data_path": d.path,
+        "train_split": d.eval_train_split if need_train else None,
+        "test_split": d.eval_test_split if need_test else None,
+        "num_train": len(train_source) if train_source is not None else None,
+        "num_test": len(test_source) if test_source is not None else None,
+        "num_classes": num_classes_of(*sources) if sources else None,
+        "image_size": d.image_size,
+        "test_transform": transform_name(d.image_size),
+        "mean": list(mean),
+        "std": list(std),
+        "device": str(device),
+        "amp": str(amp).replace("torch.", "") if amp is not None else "none",
+    }
+    return EvalSetup(model, cfg, train_source, test_source, protocol["num_classes"] or 0, d.image_size, mean, std,
+                     device, amp, batch_size, d.num_workers, progress, protocol)
+
+
+def transform_name(image_size: int) -> str:
+    """The test transform in words, for the protocol."""
+    resize = eval_resize(image_size)
+    if resize == image_size:
+        return f"normalise (images resized to {image_size} only when their size differs)"
+    return f"Resize {resize} + CenterCrop {image_size}"
+
+
+def emit(args: argparse.Namespace, command: str, metrics: dict[str, Any], protocol: dict[str, Any],
+         line: str) -> dict[str, Any]:
+    """Print the result: one JSON object with ``--json``, else the human line. Returns the JSON-able result."""
+    result = {"command": command, "metrics": metrics, "protocol": protocol}
+    if getattr(args, "json", False):
+        print(json.dumps(result, allow_nan=True), flush=True)
+    else:
+        print(line, flush=True)
+    return result
+
+
+def checkpoint_label(protocol: dict[str, Any]) -> str:
+    """``cgh resnet18 epoch 200`` style description of the evaluated weights, for the human result line."""
+    parts = [str(protocol.get("method") or protocol.get("checkpoint_format") or "backbone"), str(protocol.get("arch"))]
+    if protocol.get("epoch") is not None:
+        parts.append(f"epoch {protocol['epoch']}")
+    return " ".join(parts)

@@ -1,0 +1,54 @@
+"""``cgh knn``: weighted kNN classification with a pretrained backbone (SPEC 5.2; cgh.evaluate.knn)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cgh.commands.common import (
+    add_checkpoint_arguments,
+    add_data_arguments,
+    check_feature_kind,
+    checkpoint_label,
+    emit,
+    resolve_eval_setup,
+)
+from cgh.errors import ConfigError
+from cgh.evaluate.knn import DEFAULT_KS, knn_evaluate
+from cgh.pretrained import FEATURE_KINDS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_checkpoint_arguments(parser)
+    add_data_arguments(parser)
+    parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
+                        help="global: pooled layer4 (SPEC 5.2); hypercolumn: GAP of [layer3->layer4 size, layer4]; "
+                             "hypercolumn_head: the trained CGH head's pooled conv-BN-ReLU")
+    parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), help="neighbour counts (SPEC 5.2)")
+    parser.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T) (SPEC 5.2: 0.07)")
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="query rows per similarity block; lower it if a large bank runs out of memory")
+
+
+def run(args: argparse.Namespace) -> int:
+    if any(k < 1 for k in args.k) or args.temperature <= 0 or args.chunk_size < 1:
+        raise ConfigError(f"--k values must be >= 1, --temperature > 0 and --chunk-size >= 1; got k={args.k}, "
+                          f"temperature={args.temperature}, chunk_size={args.chunk_size}")
+    setup = resolve_eval_setup(args, allow_unlabelled_train=True)
+    check_feature_kind(setup.model, args.features, args.checkpoint)
+    bank, bank_labels = setup.features(setup.train_source, args.features, desc="memory bank")
+    queries, query_labels = setup.features(setup.test_source, args.features, desc="test")
+    labelled = bank_labels >= 0  # an unlabelled image cannot vote (e.g. STL-10's train+unlabeled)
+    bank, bank_labels = bank[labelled], bank_labels[labelled]
+    device = setup.device
+    results = knn_evaluate(bank.to(device), bank_labels.to(device), queries.to(device), query_labels.to(device),
+                           setup.num_classes, args.k, args.temperature, args.chunk_size)
+    protocol = dict(setup.protocol, features=args.features, feature_dim=int(bank.shape[1]), k=list(args.k),
+                    k_effective=[min(k, int(bank.shape[0])) for k in args.k], temperature=args.temperature,
+                    bank_size=int(bank.shape[0]), normalised=True, top5_is_top=min(5, setup.num_classes))
+    metrics = {str(k): v for k, v in results.items()}
+    p = protocol
+    line = (f"kNN {p['dataset']} {p['test_split']} ({args.features} features, {checkpoint_label(p)}, "
+            f"T={args.temperature}): "
+            + ", ".join(f"k={k} top-1 {v['top1']:.2f}% top-5 {v['top5']:.2f}%" for k, v in results.items()))
+    emit(args, "knn", metrics, protocol, line)
+    return 0
