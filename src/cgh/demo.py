@@ -69,10 +69,10 @@ def demo_config(quick: bool, seed: int, overrides: list[str], dataset: str = "sy
 
 
 def method_config(base: Config, method: str, run_dir: Path) -> Config:
-    """The demo config for one method: the same data, model, budget and seed; MoCo-v2 gets its two strong views."""
+    """The demo config for one method: the same data, model, budget and seed (each method brings its own views,
+    ``aug.teacher_view=auto``)."""
     cfg = copy.deepcopy(base)
     cfg.method.name = method
-    cfg.aug.teacher_view = "strong" if method == "mocov2" else "weak"
     cfg.out_dir = str(run_dir)
     return cfg
 

@@ -253,8 +253,7 @@ def write_report(out: Path, cfg: Config, methods: list[str], summary: dict[str, 
                   f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, device "
                   f"{'cuda' if torch.cuda.is_available() and cfg.train.device != 'cpu' else 'cpu'}"]),
         ("h", 2, "Configuration (CGH run" + (f", seed {seeds[0]}; the other seeds differ only in seed" if n > 1
-                                             else "") + "; the baselines differ only in method.name and "
-                                                        "aug.teacher_view)"),
+                                             else "") + "; the baselines differ only in method.name)"),
         ("code", to_yaml(run_config)),
         ("p", "Reproduce: `" + command + "`. Runs: " + ", ".join(runs) + "."),
     ]
