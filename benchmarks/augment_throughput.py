@@ -30,8 +30,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 import cgh.augment as A
 
-# (batch, input side, output side): the two shapes asked for, plus STL-10's 96 -> 64 recipe (SPEC 4.2), where crops
-# are shrunk and the antialiased path of the crop runs.
+# (batch, input side, output side): the two shapes asked for, plus STL-10's 96 -> 64 recipe
+# (docs/method.md#small-datasets), where crops are shrunk and the antialiased path of the crop runs.
 CASES = [(256, 32, 32), (64, 96, 96), (64, 96, 64)]
 MEAN, STD = A.NORMALIZATION["cifar10"]
 

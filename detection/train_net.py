@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Fine-tune a cgh-pretrained R50 with detectron2 on VOC or COCO (SPEC 5.6). See README.md beside this file.
+"""Fine-tune a cgh-pretrained R50 with detectron2 on VOC or COCO (docs/evaluation.md#detection). See README.md beside
+this file.
 
 detectron2 has no ``Res5ROIHeadsExtraNorm`` built in: the configs in this folder name it, so this script registers it
 (MoCo's detection recipe adds the same head) and otherwise runs detectron2's own ``DefaultTrainer`` (SyncBN, AMP,
@@ -28,7 +29,7 @@ class Res5ROIHeadsExtraNorm(Res5ROIHeads):
     Why: a torchvision ResNet's res5 output feeds a pooled classifier with no norm of its own, so the detector's box
     and mask predictors would see un-normalised activations whose scale depends on the pretraining method. The extra
     (Sync)BN, fine-tuned with the rest, removes that dependence; the MoCo paper's detection protocol does the same
-    (SPEC 5.6). It is newly initialised: the exported checkpoint has no weights for it.
+    (docs/evaluation.md#detection). It is newly initialised: the exported checkpoint has no weights for it.
     """
 
     @classmethod

@@ -1,4 +1,4 @@
-"""On-device, batched augmentation (SPEC section 3), with kornia's image functions.
+"""On-device, batched augmentation (docs/method.md#augmentations), with kornia's image functions.
 
     AugParams(jitter=..., blur_p=...)     the strong-view recipe numbers (from config.AugConfig, by keyword)
     build_augment(cfg, specs)             the configured ViewAugment: what training, ``cgh views`` and the probes use
@@ -230,10 +230,10 @@ class ViewAugment(torch.nn.Module):
     cropped to each spec's size by the loader workers (file datasets, ``batch.cropped``), in which case only flip and
     colour are applied here. A bare tensor is read as full images.
     Output: float32 (B, 3, size, size) per spec, on the input's device, clamped to [0, 1] and normalised.
-    Strong views (SPEC 3.1): crop, ColorJitter with p=jitter_p (kornia's torchvision-formula ``ColorJitter``; the
-    order of the four operations is random per batch rather than per image), RandomGrayscale, Gaussian blur,
-    horizontal flip. Weak views (SPEC 3.2): crop and flip only. Flip is applied right after the crop; every later
-    operation is mirror-symmetric, so the order does not change the distribution.
+    Strong views (docs/method.md#strong-view): crop, ColorJitter with p=jitter_p (kornia's torchvision-formula
+    ``ColorJitter``; the order of the four operations is random per batch rather than per image), RandomGrayscale,
+    Gaussian blur, horizontal flip. Weak views (docs/method.md#weak-view): crop and flip only. Flip is applied right
+    after the crop; every later operation is mirror-symmetric, so the order does not change the distribution.
     """
 
     def __init__(
@@ -322,13 +322,14 @@ class ViewAugment(torch.nn.Module):
     def _finish(self, x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
         if spec.strong:
             x = self._strong_colour(x, self._kernel[spec.size])
-        # Every step keeps [0, 1] up to rounding; clamp anyway so that every view is exactly in range (SPEC 3.1.6).
+        # Every step keeps [0, 1] up to rounding; clamp anyway so that every view is exactly in range
+        # (docs/method.md#strong-view step 6).
         x = x.clamp_(0.0, 1.0)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         return x.sub_(mean).div_(std)
 
     def _strong_colour(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
-        """SPEC 3.1 steps 2-4 on a float (B, 3, S, S) batch in [0, 1]."""
+        """docs/method.md#strong-view steps 2-4 on a float (B, 3, S, S) batch in [0, 1]."""
         p, n, device = self.params, x.shape[0], x.device
         if p.jitter_p > 0 and any(v > 0 for v in p.jitter):
             x = _color_jitter(x, p.jitter, p.jitter_p)
@@ -345,7 +346,8 @@ class ViewAugment(torch.nn.Module):
 
 
 class EvalTransform(torch.nn.Module):
-    """Test / memory-bank transform (SPEC 3.4): uint8 (B, 3, H, W) -> float32 (B, 3, size, size), normalised.
+    """Test / memory-bank transform (docs/method.md#test-transforms): uint8 (B, 3, H, W) -> float32 (B, 3, size, size),
+    normalised.
 
     If the images are already ``size`` x ``size`` (CIFAR at 32, Tiny-ImageNet at 64), only convert and normalise, as
     the authors do for small images. Otherwise resize the shorter side to ``resize`` (default

@@ -8,16 +8,17 @@ backbone loads into torchvision with only ``fc`` missing.
 
 Stems:
   - ``"imagenet"``: conv 7x7 stride 2, BN, ReLU, max-pool 3x3 stride 2 (torchvision).
-  - ``"cifar"``: conv 3x3 stride 1, BN, ReLU, no max-pool. SPEC 1.1: the authors use it for CIFAR only; its conv1 has
+  - ``"cifar"``: conv 3x3 stride 1, BN, ReLU, no max-pool. docs/method.md#backbone: the authors use it for CIFAR only;
+  its conv1 has
     PyTorch's default init there, which we keep. The max-pool is an ``Identity``, so the key set is unchanged and only
     ``conv1.weight``'s shape differs from torchvision's.
 
 ``forward(x)`` returns ``Stages(layer1, layer2, layer3, layer4)``: the block outputs after the final residual ReLU, the
-maps the hypercolumn head stacks (SPEC 1.4). ``pool(layer4)`` gives the pooled feature from the same forward pass, so
-nothing is recomputed and no forward hook is needed (SPEC 7.9).
+maps the hypercolumn head stacks (docs/method.md#hypercolumn-head). ``pool(layer4)`` gives the pooled feature from the
+same forward pass, so nothing is recomputed and no forward hook is needed (docs/method.md#quirk-hooks).
 
-Spatial sizes of layer3 / layer4 (SPEC 1.1): 224 px ImageNet stem 14 / 7; 32 px CIFAR stem 8 / 4; 96 px ImageNet
-stem 6 / 3; 64 px ImageNet stem 4 / 2.
+Spatial sizes of layer3 / layer4 (docs/method.md#backbone): 224 px ImageNet stem 14 / 7; 32 px CIFAR stem 8 / 4; 96 px
+ImageNet stem 6 / 3; 64 px ImageNet stem 4 / 2.
 """
 
 from __future__ import annotations
@@ -92,13 +93,13 @@ class SplitBatchNorm(_Splits, nn.BatchNorm2d):
     """BatchNorm that normalises ``num_splits`` interleaved sub-batches separately in training mode.
 
     This simulates ``num_splits`` processes with per-process BN on one device (the MoCo CIFAR demo's trick, used by the
-    authors for every single-GPU run with 8 splits, SPEC 1.1). Split s holds rows s, s + S, s + 2S, ... of the batch:
-    exactly the rows the distributed batch sampler gives rank s of S processes, so one process with ``num_splits = W``
-    normalises as ``W`` processes with plain BN do. The interleaved layout lets one ``batch_norm`` call treat the
-    splits as extra channels of a reshaped batch (N/S, S*C, H, W): measured on this project's CPUs at 1.3x the cost of
-    plain BN, against 5.6x for a loop over contiguous chunks. Running statistics are the average of the per-split
-    updates; in eval mode it is plain BN. The batch must be divisible by ``num_splits``. Parameter and buffer names
-    equal ``BatchNorm2d``'s.
+    authors for every single-GPU run with 8 splits, docs/method.md#backbone). Split s holds rows s, s + S, s + 2S, ...
+    of the batch: exactly the rows the distributed batch sampler gives rank s of S processes, so one process with
+    ``num_splits = W`` normalises as ``W`` processes with plain BN do. The interleaved layout lets one ``batch_norm``
+    call treat the splits as extra channels of a reshaped batch (N/S, S*C, H, W): measured on this project's CPUs at
+    1.3x the cost of plain BN, against 5.6x for a loop over contiguous chunks. Running statistics are the average of the
+    per-split updates; in eval mode it is plain BN. The batch must be divisible by ``num_splits``. Parameter and buffer
+    names equal ``BatchNorm2d``'s.
     """
 
 
@@ -230,7 +231,7 @@ class ResNet(nn.Module):
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        # torchvision's initialisation; the CIFAR stem's conv1 keeps PyTorch's default (SPEC 1.1).
+        # torchvision's initialisation; the CIFAR stem's conv1 keeps PyTorch's default (docs/method.md#backbone).
         for name, m in self.named_modules():
             if isinstance(m, nn.Conv2d) and not (name == "conv1" and self.stem == "cifar"):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -222,7 +222,8 @@ def write_report(out: Path, cfg: Config, methods: list[str], summary: dict[str, 
                                        "(`cgh plot` draws them)" if n > 1 else "")
     blocks += [
         ("p", f"These are small, short CPU runs on {title}: a check that the methods learn and a picture of "
-              f"their early training, not a reproduction of the paper's ImageNet results (SPEC section 8 lists "
+              f"their early training, not a reproduction of the paper's ImageNet results "
+              "(docs/method.md#headline-numbers lists "
               f"those)."),
         ("h", 2, "kNN accuracy against epoch"),
         ("p", f"The kNN monitor of each run (pooled backbone features, evaluated on the test split), {first}; "

@@ -44,8 +44,9 @@ def launched_by_torchrun() -> bool:
 
 
 def init_from_env(device: torch.device) -> None:
-    """Create the process group when launched by torchrun with more than one process (SPEC 6: 'distributed' means
-    initialised *and* world size > 1). Picks NCCL for CUDA devices, gloo otherwise."""
+    """Create the process group when launched by torchrun with more than one process
+    (docs/distributed.md#distributed-training: 'distributed' means initialised *and* world size > 1). Picks NCCL for
+    CUDA devices, gloo otherwise."""
     if is_initialized() or not launched_by_torchrun():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -131,7 +132,8 @@ def broadcast_object(obj, src: int = 0):
 
 @torch.no_grad()
 def shuffle_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch shuffle for Shuffle-BN (SPEC 1.6): this process's rows of a random permutation of the global batch.
+    """Batch shuffle for Shuffle-BN (docs/method.md#teacher-shuffle): this process's rows of a random permutation of the
+    global batch.
 
     Gathers ``x`` (b, ...) from all processes into the global batch (B, ...), permutes it with one permutation drawn
     on rank 0 from torch's CPU generator and broadcast, and returns this process's interleaved rows (b, ...) of the

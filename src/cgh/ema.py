@@ -11,7 +11,8 @@ from cgh.schedule import momentum_at  # noqa: F401 - it lived here before cgh.sc
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
-    """A deep copy of ``student`` with every parameter frozen (SPEC 1.2: the teacher starts equal to the student).
+    """A deep copy of ``student`` with every parameter frozen (docs/method.md#student-teacher: the teacher starts equal
+    to the student).
 
     Copying, rather than building a second network from fresh weights, is what guarantees the two start identical.
     """
@@ -22,7 +23,8 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(student: nn.Module, teacher: nn.Module, m: float) -> None:
-    """theta_teacher <- m * theta_teacher + (1 - m) * theta_student, for every parameter (SPEC 1.2).
+    """theta_teacher <- m * theta_teacher + (1 - m) * theta_student, for every parameter
+    (docs/method.md#student-teacher).
 
     Buffers (BatchNorm running statistics) are *not* averaged: the teacher's come from its own train-mode forward
     passes, as in the authors' code. m = 1 leaves the teacher unchanged; m = 0 copies the student.

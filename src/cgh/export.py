@@ -6,8 +6,9 @@ hypercolumn head and the queues are pretraining machinery and are dropped.
 
 - ``torchvision``: ``torch.save`` of the plain backbone state dict. Its keys are exactly those of
   ``torchvision.models.resnetNN().state_dict()`` minus ``fc.*``, so ``model.load_state_dict(sd, strict=False)`` reports
-  only ``fc.weight`` and ``fc.bias`` missing (what the authors' linear probe asserts, SPEC 5.3).
-- ``detectron2``: SPEC 5.6's conversion (MoCo's ``convert-pretrain-to-detectron2.py``): ``stem.conv1``,
+  only ``fc.weight`` and ``fc.bias`` missing (what the authors' linear probe asserts, docs/evaluation.md#linear-probe).
+- ``detectron2``: the conversion of docs/evaluation.md#detection (MoCo's ``convert-pretrain-to-detectron2.py``):
+``stem.conv1``,
   ``stem.conv1.norm``, ``layerN`` -> ``res{N+1}``, ``bnK`` -> ``convK.norm``, ``downsample.0/1`` -> ``shortcut`` /
   ``shortcut.norm``, numpy arrays, pickled as ``{"model": ..., "__author__": "cgh", "matching_heuristics": True}``.
   Unlike the authors' converter we drop the projection MLP (theirs leaks it as ``stem.fc.*``, which detectron2 then
@@ -52,7 +53,8 @@ def compatibility_warnings(backbone: ResNet, fmt: str) -> list[str]:
     out = []
     target = {"torchvision": f"torchvision.models.{backbone.arch}()", "detectron2": "detectron2's ResNet"}[fmt]
     if backbone.stem == "cifar":
-        out.append(f"this backbone has the CIFAR stem (3x3 stride-1 conv1, no max-pool, SPEC 1.1): {target} has a 7x7 "
+        out.append(f"this backbone has the CIFAR stem (3x3 stride-1 conv1, no max-pool, docs/method.md#backbone): "
+                   f"{target} has a 7x7 "
                    f"stride-2 conv1, so conv1.weight will not load until conv1 is replaced by a 3x3 conv "
                    f"(and the max-pool by an identity)")
     if backbone.width != TORCHVISION_WIDTH:
@@ -68,8 +70,8 @@ def compatibility_warnings(backbone: ResNet, fmt: str) -> list[str]:
 
 
 def _d2_name(key: str) -> str:
-    """torchvision name -> detectron2 name (SPEC 5.6 steps 2-5), component by component so that e.g. a ``layer1``
-    inside a longer token can never be rewritten by accident."""
+    """torchvision name -> detectron2 name (docs/evaluation.md#detection steps 2-5), component by component so that e.g.
+    a ``layer1`` inside a longer token can never be rewritten by accident."""
     parts = key.split(".")
     if not parts[0].startswith("layer"):  # the stem: conv1.weight, bn1.*
         parts = ["stem", *parts]
@@ -140,7 +142,8 @@ def detectron2_checkpoint(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]
     # matching_heuristics=True makes detectron2's DetectionCheckpointer match checkpoint keys to model keys by their
     # longest common suffix (align_and_update_state_dicts) instead of by exact name. That is what lets "res2.0.conv1"
     # find "backbone.res2.0.conv1" and, in the C4 models of detection/, "res5.*" find "roi_heads.res5.*" (res5 lives in
-    # the ROI head there, not in the backbone). MoCo's converter sets it for the same reason (SPEC 5.6).
+    # the ROI head there, not in the backbone). MoCo's converter sets it for the same reason
+    # (docs/evaluation.md#detection).
     return {"model": to_detectron2(state_dict), "__author__": D2_AUTHOR, "matching_heuristics": True}
 
 

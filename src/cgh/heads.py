@@ -15,15 +15,17 @@ from torch import nn
 
 from cgh.backbone import STAGE_NAMES, ResNet, Stages
 
-# Per-stage constants of the authors' unused scale parameter (SPEC 1.4); applied only with scale=True.
+# Per-stage constants of the authors' unused scale parameter (docs/method.md#hypercolumn-head); applied only with
+# scale=True.
 KAPPA = {"layer1": 1 / 16, "layer2": 1 / 8, "layer3": 1 / 4, "layer4": 1.0}
 
 
 def mlp(in_dim: int, hid_dim: int, out_dim: int, norm_layer: Callable[[int], nn.Module] | None = None
         ) -> nn.Sequential:
-    """Linear(in, hid) + ReLU + Linear(hid, out), biases on: the authors' global projection head (SPEC 1.3: 2048 ->
-    4096 -> 512 for ResNet-50, no BN) and the tail of their hypercolumn head (SPEC 1.4). With ``norm_layer`` a BN
-    follows the hidden Linear (as in MoCo v3's, BYOL's and solo-learn's ReSSL projectors; ``method.head_bn``)."""
+    """Linear(in, hid) + ReLU + Linear(hid, out), biases on: the authors' global projection head
+    (docs/method.md#global-head: 2048 -> 4096 -> 512 for ResNet-50, no BN) and the tail of their hypercolumn head
+    (docs/method.md#hypercolumn-head). With ``norm_layer`` a BN follows the hidden Linear (as in MoCo v3's, BYOL's and
+    solo-learn's ReSSL projectors; ``method.head_bn``)."""
     if norm_layer is None:
         return nn.Sequential(nn.Linear(in_dim, hid_dim), nn.ReLU(inplace=True), nn.Linear(hid_dim, out_dim))
     return nn.Sequential(nn.Linear(in_dim, hid_dim), norm_layer(hid_dim), nn.ReLU(inplace=True),
@@ -40,12 +42,12 @@ def stack_hypercolumn(
 ) -> torch.Tensor:
     """Resize the chosen stages to one spatial size and concatenate them over channels -> (N, sum C_i, h, w).
 
-    SPEC 1.4: the authors resize every listed stage by bilinear interpolation (align_corners=False, no antialias) to
-    the size of the *last* listed stage and concatenate; with [layer3, layer4] only layer3 is resized (14x14 -> 7x7
-    at 224 px; 8x8 -> 4x4 at 32 px with the CIFAR stem). ``resize="avgpool"`` uses adaptive average pooling instead
-    (an antialiased alternative when downsampling); ``target="first"`` stacks at the first listed stage's size.
-    ``scale`` multiplies each stage by its kappa and ``l2norm`` L2-normalises each stage over channels first; both
-    are dead code in the authors' repo and off by default.
+    docs/method.md#hypercolumn-head: the authors resize every listed stage by bilinear interpolation
+    (align_corners=False, no antialias) to the size of the *last* listed stage and concatenate; with [layer3, layer4]
+    only layer3 is resized (14x14 -> 7x7 at 224 px; 8x8 -> 4x4 at 32 px with the CIFAR stem). ``resize="avgpool"`` uses
+    adaptive average pooling instead (an antialiased alternative when downsampling); ``target="first"`` stacks at the
+    first listed stage's size. ``scale`` multiplies each stage by its kappa and ``l2norm`` L2-normalises each stage over
+    channels first; both are dead code in the authors' repo and off by default.
     """
     maps = [getattr(stages, name) for name in layers]
     h, w = maps[-1 if target == "last" else 0].shape[-2:]
@@ -65,7 +67,7 @@ def stack_hypercolumn(
 
 
 class HypercolumnHead(nn.Module):
-    """The hypercolumn context (the authors' "FeatDistiller", SPEC 1.4).
+    """The hypercolumn context (the authors' "FeatDistiller", docs/method.md#hypercolumn-head).
 
     stack(stages) -> 1x1 conv (no bias) to ``reduce_dim`` -> BN -> ReLU -> global average pool -> MLP(reduce_dim,
     hid_dim, out_dim). Defaults for ResNet-50: in 1024 + 2048 = 3072 channels, reduce to 2048, MLP 2048 -> 4096 ->
@@ -109,7 +111,8 @@ class HypercolumnHead(nn.Module):
         return stack_hypercolumn(stages, self.layers, self.resize, self.target, self.scale, self.l2norm)
 
     def reduced(self, stages: Stages) -> torch.Tensor:
-        """The pooled output of the 1x1 conv-BN-ReLU (N, reduce_dim): option (b) of the hypercolumn probe (SPEC 5.3)."""
+        """The pooled output of the 1x1 conv-BN-ReLU (N, reduce_dim): option (b) of the hypercolumn probe
+        (docs/evaluation.md#linear-probe)."""
         return torch.flatten(self.pool(self.reduce(self.stack(stages))), 1)
 
     def forward(self, stages: Stages) -> torch.Tensor:
@@ -126,7 +129,7 @@ class Encoder(nn.Module):
     """A backbone with its global projection head and, for CGH, its hypercolumn head.
 
     One forward pass of the backbone feeds both contexts: the hypercolumn gradients reach the backbone through the
-    stacked stages, the global ones through layer4 (SPEC 2.1).
+    stacked stages, the global ones through layer4 (docs/method.md#step-features).
     """
 
     def __init__(self, backbone: ResNet, projector: nn.Module, hyper: HypercolumnHead | None = None):

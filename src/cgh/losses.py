@@ -1,4 +1,4 @@
-"""Losses as pure functions on tensors (SPEC section 2). No buffers, no queue mutation, no hidden normalisation.
+"""Losses as pure functions on tensors (docs/method.md#losses). No buffers, no queue mutation, no hidden normalisation.
 
 All maths runs in float32 with autocast disabled, whatever the caller's autocast state: the relation softmaxes use
 temperatures as low as 0.04, which bf16/fp16 logits cannot resolve.
@@ -26,7 +26,7 @@ def _float32(x: torch.Tensor):
 
 
 def relation_logits(z: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
-    """Similarities of L2-normalised features with the queue, no temperature (SPEC 2.2).
+    """Similarities of L2-normalised features with the queue, no temperature (docs/method.md#relation-logits).
 
     z: (N, D), queue: (K, D) -> (N, K), float32.
     """
@@ -42,8 +42,9 @@ def relation_loss(
         L = mean_n  - sum_k  softmax(teacher_logits / tau_t)[n, k] * log_softmax(student_logits / tau_s)[n, k]
 
     student_logits, teacher_logits: (N, K) similarities against the same queue slots (``relation_logits``).
-    The teacher side is a target: it is detached (the stop-gradient of SPEC 2.3). ReSSL uses tau_s 0.1,
-    tau_t 0.04; CGH's four temperatures are in its config (SPEC 2.3). Returns a scalar.
+    The teacher side is a target: it is detached (the stop-gradient of docs/method.md#cross-context-losses). ReSSL uses
+    tau_s 0.1, tau_t 0.04; CGH's four temperatures are in its config (docs/method.md#cross-context-losses). Returns a
+    scalar.
     """
     if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
         raise ValueError(f"relation_loss expects two (N, K) tensors of equal shape, got "
@@ -55,7 +56,8 @@ def relation_loss(
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
-    """MoCo's InfoNCE: the positive is the key of the same image, the negatives are the queue (SPEC 2.4).
+    """MoCo's InfoNCE: the positive is the key of the same image, the negatives are the queue
+    (docs/method.md#infonce-warmup).
 
         L = mean_n  - log( exp(q_n.k_n / tau) / (exp(q_n.k_n / tau) + sum_j exp(q_n.queue_j / tau)) )
 
@@ -74,7 +76,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) 
 
 
 def cgh_loss_weights(step: int, warmup_steps: int) -> tuple[float, float, float]:
-    """Weights (w_cl, w_hyper, w_csist) of CGH's three terms at a global iteration (SPEC 2.6).
+    """Weights (w_cl, w_hyper, w_csist) of CGH's three terms at a global iteration (docs/method.md#loss-weights).
 
     During the warm-up (step < warmup_steps = loss_warmup_epochs * iterations per epoch), alpha = step /
     warmup_steps and the weights are (1 - alpha, alpha / 2, alpha / 2): pure InfoNCE at the first step, ramping per

@@ -1,5 +1,6 @@
-"""The kNN monitor of pretraining: weighted kNN accuracy of the student on a labelled split (SPEC 5.1, with the fixes
-of SPEC 7.4: backbone features by default, no double counting under DDP, STL-10's labelled train split as the bank).
+"""The kNN monitor of pretraining: weighted kNN accuracy of the student on a labelled split
+(docs/evaluation.md#knn-monitor, with the fixes of docs/method.md#quirk-knn-monitor: backbone features by default, no
+double counting under DDP, STL-10's labelled train split as the bank).
 
 Features come from the one extraction loop of the evaluation (cgh.evaluate.features.collect), on each process's
 shard of the split, and are gathered over processes before the vote.

@@ -5,7 +5,8 @@ Accepted files (all read with ``weights_only=True``):
     and for CGH the trained hypercolumn head;
   - a torchvision-format state dict (``cgh export --format torchvision``, or ``torchvision.models.resnetNN``'s own
     weights): keys ``conv1.weight``, ``layer1.0.conv1.weight``, ... with or without ``fc``;
-  - the authors' checkpoints (``{"net": {"module.encoder_q.conv1.weight": ...}}``, SPEC 5.2-5.3), whose projection
+  - the authors' checkpoints (``{"net": {"module.encoder_q.conv1.weight": ...}}``, docs/evaluation.md#knn-evaluation,
+  docs/evaluation.md#linear-probe), whose projection
     head is dropped.
 The architecture (resnet18/34/50/101), stem (7x7 or 3x3 conv1) and width are read off the weights' shapes.
 """
@@ -33,9 +34,10 @@ class PretrainedBackbone(nn.Module):
 
     - ``global_features(x)``: the pooled layer4 feature (N, C4): 512 for ResNet-18, 2048 for ResNet-50.
     - ``hypercolumn_features(x)``: global average pool of the stacked hypercolumn map that CGH's head sees
-      (layer3 resized to layer4 and concatenated: 768 for ResNet-18, 3072 for ResNet-50; SPEC 5.3 option a).
+      (layer3 resized to layer4 and concatenated: 768 for ResNet-18, 3072 for ResNet-50; docs/evaluation.md#linear-probe
+      option a).
     - ``hypercolumn_head_features(x)``: the pooled output of the trained head's 1x1 conv-BN-ReLU (N, C4); CGH
-      checkpoints only (SPEC 5.3 option b).
+      checkpoints only (docs/evaluation.md#linear-probe option b).
     ``forward(x)`` returns the global features. ``info`` says where the weights come from (path, format, method,
     arch, epoch, step).
     """
@@ -115,7 +117,7 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
                         mlp_norm_layer=nn.BatchNorm1d if m.head_bn else None)
     elif isinstance(obj, dict) and "net" in obj and isinstance(obj["net"], dict):  # the authors' checkpoints
         # Only the student (encoder_q) is the backbone; encoder_k, the queues and the hypercolumn heads are dropped,
-        # and so is fc, which holds their projection MLP (SPEC 5.2).
+        # and so is fc, which holds their projection MLP (docs/evaluation.md#knn-evaluation).
         sd = {k: v for prefix in ("module.encoder_q.", "encoder_q.") for k, v in _strip(obj["net"], prefix).items()
               if not k.startswith("fc.")}
         info.update(format="authors", method="cgh", epoch=obj.get("epoch"))

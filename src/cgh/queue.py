@@ -10,15 +10,16 @@ from cgh import dist
 
 
 class FeatureQueue(nn.Module):
-    """K unit vectors of dimension D (SPEC 1.5), held in persistent buffers so checkpoints save and restore them.
+    """K unit vectors of dimension D (docs/method.md#queues), held in persistent buffers so checkpoints save and restore
+    them.
 
     Slots start as N(0, 1) draws normalised to unit length. ``push(keys)`` gathers the keys of every process (in
     global row order, so every process holds the queue a single process would hold), writes them at
     ``[ptr, ptr + B)`` and advances ``ptr`` by B modulo K. K must be a multiple of the global batch B, so a push
     never straddles the end (the authors assert the same). Two queues pushed with keys of the same images in the
     same order stay in lockstep: slot j of both refers to the same past image, which makes the global and
-    hypercolumn relation distributions comparable (SPEC 1.5). Reading ``features`` gives a detached copy; push only
-    after the logits of the step have been computed.
+    hypercolumn relation distributions comparable (docs/method.md#queues). Reading ``features`` gives a detached copy;
+    push only after the logits of the step have been computed.
     """
 
     def __init__(self, size: int, dim: int):

@@ -184,7 +184,8 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if t.channels_last and device.type == "cuda":
         method = method.to(memory_format=torch.channels_last)
-    lr = o.lr * o.batch_size / o.lr_ref_batch  # linear scaling on the *global* batch (SPEC 4.1, 7.16)
+    lr = o.lr * o.batch_size / o.lr_ref_batch  # linear scaling on the *global* batch (docs/method.md#imagenet-recipe,
+                                               # docs/method.md#quirk-lr-scaling)
     optimizer = torch.optim.SGD(param_groups(method.student, o.weight_decay, o.wd_exclude_norm_bias), lr=lr,
                                 momentum=o.momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

@@ -1,9 +1,10 @@
 """A PNG grid of the views the model is trained on, to check an augmentation recipe by eye (``cgh views``, in
 cgh.commands.views).
 
-One row per image; columns are the original, the teacher view, the student view and the local crops (SPEC 3.3), in
-the order of the ``ViewSpec`` list. Views come from the same ``ViewAugment`` the training loop uses
-(``cgh.augment.build_augment``), so what the picture shows is what the network sees, de-normalised for display.
+One row per image; columns are the original, the teacher view, the student view and the local crops
+(docs/method.md#multi-crop-views), in the order of the ``ViewSpec`` list. Views come from the same ``ViewAugment`` the
+training loop uses (``cgh.augment.build_augment``), so what the picture shows is what the network sees, de-normalised
+for display.
 
     grid_images(source, indices, size)       uint8 (n, 3, H, W) of the chosen images (file images: a centre square)
     draw_views(images, augment, seed)        the augmented views, one float (n, 3, s, s) tensor per spec

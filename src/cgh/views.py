@@ -33,25 +33,26 @@ class ViewSpec:
 
 @dataclass(frozen=True)
 class AugParams:
-    """The strong-view recipe numbers. Defaults are SPEC 3.1 (MoCo-v2 ``aug+`` = ReSSL's strong view).
+    """The strong-view recipe numbers. Defaults are docs/method.md#strong-view (MoCo-v2 ``aug+`` = ReSSL's strong view).
 
     ``blur_sigma`` is in pixels at 224 px: the authors' code applies a PIL ``GaussianBlur`` whose radius (PIL's radius
-    *is* the Gaussian's standard deviation) is drawn from U[0.1, 2.0] to 224-px crops (SPEC 3.1 step 4).
-    With ``blur_relative`` (default) sigma and the kernel are scaled by ``global size / 224``, where the global size
+    *is* the Gaussian's standard deviation) is drawn from U[0.1, 2.0] to 224-px crops (docs/method.md#strong-view step
+    4). With ``blur_relative`` (default) sigma and the kernel are scaled by ``global size / 224``, where the global size
     is the largest view of the ``ViewAugment`` (its 224 crop on ImageNet, so local crops get the same absolute blur
-    as in the authors' multi-crop code, SPEC 3.3). Why: blur is meant to remove fine detail relative to the object;
-    a sigma of 2 px on a 32-px CIFAR image is a sigma of 14 px at 224 and erases the image. At 32 px the scaled sigma
-    is at most 0.29 px, almost a no-op, which is close to the MoCo CIFAR-10 recipe that uses no blur at all
-    (SPEC 4.2, [MoCo colab]); set ``blur_p=0`` for exactly that. ``blur_relative=False`` uses sigma as given.
+    as in the authors' multi-crop code, docs/method.md#multi-crop-views). Why: blur is meant to remove fine detail
+    relative to the object; a sigma of 2 px on a 32-px CIFAR image is a sigma of 14 px at 224 and erases the image. At
+    32 px the scaled sigma is at most 0.29 px, almost a no-op, which is close to the MoCo CIFAR-10 recipe that uses no
+    blur at all (docs/method.md#moco-cifar-recipe); set ``blur_p=0`` for exactly that.
+    ``blur_relative=False`` uses sigma as given.
     """
 
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue (3.1.2)
-    jitter_p: float = 0.8  # SPEC 3.1 step 2
-    grayscale_p: float = 0.2  # SPEC 3.1 step 3
-    blur_p: float = 0.5  # SPEC 3.1 step 4
-    blur_sigma: tuple[float, float] = (0.1, 2.0)  # SPEC 3.1 step 4, pixels at 224 px
+    jitter_p: float = 0.8  # docs/method.md#strong-view step 2
+    grayscale_p: float = 0.2  # docs/method.md#strong-view step 3
+    blur_p: float = 0.5  # docs/method.md#strong-view step 4
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # docs/method.md#strong-view step 4, pixels at 224 px
     blur_relative: bool = True  # scale sigma by global size / 224 (see the class docstring)
-    flip_p: float = 0.5  # SPEC 3.1 step 5 and 3.2
+    flip_p: float = 0.5  # docs/method.md#strong-view step 5 and docs/method.md#weak-view
 
     def __post_init__(self) -> None:
         # Accept lists (the YAML config's type) and store tuples, so that the dataclass stays hashable.
@@ -87,7 +88,8 @@ def aug_problems(**values) -> list[tuple[str, object, str]]:
     return out
 
 
-# SPEC 3.3: local crop sizes and area scales of the multi-crop transform, defined for a 224-px global crop.
+# docs/method.md#multi-crop-views: local crop sizes and area scales of the multi-crop transform, defined for a 224-px
+# global crop.
 _LOCAL_SIZES_224 = (192, 160, 128, 96)
 _LOCAL_SCALES = ((0.172, 0.86), (0.143, 0.715), (0.114, 0.571), (0.086, 0.429))
 _MIN_LOCAL_SIZE = 8
@@ -111,12 +113,13 @@ def pretrain_views(
 ) -> list[ViewSpec]:
     """The pretraining views, in the order the methods consume them: ``[teacher, student, *locals]``.
 
-    ``teacher="weak"``: crop + flip only for the teacher (ReSSL and CGH, SPEC 3.2), scale ``weak_scale``.
-    ``teacher="strong"``: two identically distributed strong views (MoCo-v2's ``ssl_transforms``, SPEC 3.2), both
-    with ``strong_scale``. The student view is always strong with ``strong_scale`` (SPEC 3.1: (0.2, 1.0)).
-    Local views (SPEC 3.3) are strong. Without ``local_sizes`` their sizes are 192, 160, 128, 96 scaled by
-    ``image_size / 224`` (rounded, at least 8 px: 32 px gives 27, 23, 18, 14), so ``num_local`` is at most 4;
-    ``local_sizes`` are absolute pixels. Without ``local_scales`` the scales are SPEC 3.3's, for at most 4 locals.
+    ``teacher="weak"``: crop + flip only for the teacher (ReSSL and CGH, docs/method.md#weak-view), scale
+    ``weak_scale``. ``teacher="strong"``: two identically distributed strong views (MoCo-v2's ``ssl_transforms``,
+    docs/method.md#weak-view), both with ``strong_scale``. The student view is always strong with ``strong_scale``
+    (docs/method.md#strong-view: (0.2, 1.0)). Local views (docs/method.md#multi-crop-views) are strong. Without
+    ``local_sizes`` their sizes are 192, 160, 128, 96 scaled by ``image_size / 224`` (rounded, at least 8 px: 32 px
+    gives 27, 23, 18, 14), so ``num_local`` is at most 4; ``local_sizes`` are absolute pixels. Without ``local_scales``
+    the scales are those of docs/method.md#multi-crop-views, for at most 4 locals.
     """
     if not isinstance(image_size, int) or image_size < _MIN_LOCAL_SIZE:
         raise ValueError(f"image_size must be an integer >= {_MIN_LOCAL_SIZE}, got {image_size!r}")
@@ -130,7 +133,8 @@ def pretrain_views(
     if local_sizes is None:
         if num_local > len(_LOCAL_SIZES_224):
             raise ValueError(
-                f"num_local={num_local} needs explicit local_sizes: SPEC 3.3 defines {len(_LOCAL_SIZES_224)} local "
+                f"num_local={num_local} needs explicit local_sizes: docs/method.md#multi-crop-views defines "
+                f"{len(_LOCAL_SIZES_224)} local "
                 f"crops {list(_LOCAL_SIZES_224)} (at 224 px)"
             )
         local_sizes = [max(_MIN_LOCAL_SIZE, round(s * image_size / REFERENCE_SIZE)) for s in _LOCAL_SIZES_224]
@@ -140,7 +144,8 @@ def pretrain_views(
     if local_scales is None:
         if num_local > len(_LOCAL_SCALES):
             raise ValueError(
-                f"num_local={num_local} needs explicit local_scales: SPEC 3.3 defines {len(_LOCAL_SCALES)} "
+                f"num_local={num_local} needs explicit local_scales: docs/method.md#multi-crop-views defines "
+                f"{len(_LOCAL_SCALES)} "
                 f"local scales {list(_LOCAL_SCALES)}"
             )
         local_scales = _LOCAL_SCALES[:num_local]

@@ -1,5 +1,5 @@
-"""``cgh cluster``: k-means on frozen features, scored with NMI, AMI, ARI and Hungarian accuracy (SPEC 5.5;
-cgh.evaluate.cluster)."""
+"""``cgh cluster``: k-means on frozen features, scored with NMI, AMI, ARI and Hungarian accuracy
+(docs/evaluation.md#clustering; cgh.evaluate.cluster)."""
 
 from __future__ import annotations
 
@@ -23,21 +23,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_checkpoint_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
-                        help="global: pooled layer4 (SPEC 5.5); hypercolumn / hypercolumn_head as in `cgh linear`")
+                        help="global: pooled layer4 (docs/evaluation.md#clustering); hypercolumn / hypercolumn_head as "
+                             "in `cgh linear`")
     parser.add_argument("--clusters", nargs="+", type=int, default=None, metavar="K",
                         help="number(s) of clusters; several are clustered independently (default: the number of "
                              "classes, as the authors' 1000 for ImageNet)")
     parser.add_argument("--n-init", type=int, default=DEFAULT_N_INIT,
-                        help=f"k-means restarts, best inertia kept (default {DEFAULT_N_INIT}: faiss nredo, SPEC 5.5)")
+                        help=f"k-means restarts, best inertia kept (default {DEFAULT_N_INIT}: faiss nredo, "
+                             "docs/evaluation.md#clustering)")
     parser.add_argument("--max-iter", "--niter", dest="max_iter", type=int, default=DEFAULT_MAX_ITER,
-                        help=f"Lloyd iterations per restart (default {DEFAULT_MAX_ITER}: faiss niter, SPEC 5.5)")
+                        help=f"Lloyd iterations per restart (default {DEFAULT_MAX_ITER}: faiss niter, "
+                             "docs/evaluation.md#clustering)")
     parser.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.n_init < 1 or args.max_iter < 1:
         raise ConfigError(f"need --n-init >= 1 and --max-iter >= 1, got {args.n_init} and {args.max_iter}")
-    # The evaluation (test) split is clustered: SPEC 5.5 clusters ImageNet val. --test-split picks another split.
+    # The evaluation (test) split is clustered: docs/evaluation.md#clustering clusters ImageNet val. --test-split picks
+    # another split.
     setup = resolve_eval_setup(args, need_train=False, need_test=True)
     model, kind, source = setup.model, args.features, setup.test_source
     check_feature_kind(model, kind, args.checkpoint)

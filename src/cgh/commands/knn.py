@@ -1,4 +1,5 @@
-"""``cgh knn``: weighted kNN classification with a pretrained backbone (SPEC 5.2; cgh.evaluate.knn)."""
+"""``cgh knn``: weighted kNN classification with a pretrained backbone (docs/evaluation.md#knn-evaluation;
+cgh.evaluate.knn)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_checkpoint_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
-                        help="global: pooled layer4 (SPEC 5.2); hypercolumn: GAP of [layer3->layer4 size, layer4]; "
+                        help="global: pooled layer4 (docs/evaluation.md#knn-evaluation); hypercolumn: GAP of "
+                             "[layer3->layer4 size, layer4]; "
                              "hypercolumn_head: the trained CGH head's pooled conv-BN-ReLU")
-    parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), help="neighbour counts (SPEC 5.2)")
-    parser.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T) (SPEC 5.2: 0.07)")
+    parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), help="neighbour counts "
+                                                                                   "(docs/evaluation.md#knn-evaluation)")
+    parser.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T) "
+                                                                        "(docs/evaluation.md#knn-evaluation: 0.07)")
     parser.add_argument("--chunk-size", type=int, default=256,
                         help="query rows per similarity block; lower it if a large bank runs out of memory")
 

@@ -1,4 +1,5 @@
-"""``cgh linear``: a linear probe on frozen global or hypercolumn features (SPEC 5.3; cgh.evaluate.linear)."""
+"""``cgh linear``: a linear probe on frozen global or hypercolumn features (docs/evaluation.md#linear-probe;
+cgh.evaluate.linear)."""
 
 from __future__ import annotations
 
@@ -34,11 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_checkpoint_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
-                        help="global: pooled layer4 (SPEC 5.3); hypercolumn: GAP of the raw stacked [layer3 -> "
-                             "layer4 size, layer4] map (SPEC 5.3 option a, any method); hypercolumn_head: the frozen "
+                        help="global: pooled layer4 (docs/evaluation.md#linear-probe); hypercolumn: GAP of the raw "
+                             "stacked [layer3 -> "
+                             "layer4 size, layer4] map (docs/evaluation.md#linear-probe option a, any method); "
+                             "hypercolumn_head: the frozen "
                              "CGH head's pooled conv-BN-ReLU (option b, CGH checkpoints only)")
     parser.add_argument("--protocol", choices=("auto", *PROTOCOLS), default="auto",
-                        help="imagenet: the authors' (SPEC 5.3); small: cached features + non-affine BN; auto: "
+                        help="imagenet: the authors' (docs/evaluation.md#linear-probe); small: cached features + "
+                             "non-affine BN; auto: "
                              "imagenet for ImageNet/ImageNet-100, else small")
     parser.add_argument("--augment", choices=AUGMENTS, default=None,
                         help="none: train on features extracted once (fast); rrc: RandomResizedCrop(0.08-1) + flip "
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                           f">= 1; got {p}")
     model, kind = setup.model, args.features
     check_feature_kind(model, kind, args.checkpoint)
-    # Freeze: eval mode (BN statistics untouched) and no gradients (SPEC 5.3); checked bit for bit afterwards.
+    # Freeze: eval mode (BN statistics untouched) and no gradients (docs/evaluation.md#linear-probe); checked bit for
+    # bit afterwards.
     model.eval().requires_grad_(False)
     before = snapshot_state(model)
     test_features, test_labels = setup.features(setup.test_source, kind, desc="test features")

@@ -1,4 +1,5 @@
-"""``cgh semisup``: fine-tune with 1 % / 10 % of the labels (SPEC 5.4; cgh.evaluate.semisup)."""
+"""``cgh semisup``: fine-tune with 1 % / 10 % of the labels (docs/evaluation.md#semi-supervised;
+cgh.evaluate.semisup)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of the labels: 0.01 or 0.1 use the standard ImageNet lists on ImageNet; any "
                              "value in (0, 1] draws a class-balanced subset elsewhere (default 0.01)")
     parser.add_argument("--subset-seed", type=int, default=0, help="seed of the class-balanced subset")
-    parser.add_argument("--epochs", type=int, default=70, help="SPEC 5.4: 70")
-    parser.add_argument("--trunk-lr", type=float, default=0.005, help="lr of the backbone (SPEC 5.4: 0.005)")
-    parser.add_argument("--head-lr", type=float, default=0.02, help="lr of the fresh fc (SPEC 5.4: 0.02)")
+    parser.add_argument("--epochs", type=int, default=70, help="docs/evaluation.md#semi-supervised: 70")
+    parser.add_argument("--trunk-lr", type=float, default=0.005, help="lr of the backbone "
+                                                                      "(docs/evaluation.md#semi-supervised: 0.005)")
+    parser.add_argument("--head-lr", type=float, default=0.02, help="lr of the fresh fc "
+                                                                    "(docs/evaluation.md#semi-supervised: 0.02)")
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="SPEC 5.4: 0")
-    parser.add_argument("--milestones", type=int, nargs="*", default=[30, 60], help="MultiStepLR epochs (SPEC 5.4)")
-    parser.add_argument("--gamma", type=float, default=0.1, help="MultiStepLR factor (SPEC 5.4: 0.1)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="docs/evaluation.md#semi-supervised: 0")
+    parser.add_argument("--milestones", type=int, nargs="*", default=[30, 60], help="MultiStepLR epochs "
+                                                                                    "(docs/evaluation.md#semi-supervised)")
+    parser.add_argument("--gamma", type=float, default=0.1, help="MultiStepLR factor "
+                                                                 "(docs/evaluation.md#semi-supervised: 0.1)")
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate on the test split every N epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fc init, the batch order and the crops")
 
@@ -59,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         optimizer="SGD", seed=args.seed, subset_seed=args.subset_seed,
         train_transform=f"RandomResizedCrop {setup.image_size} scale {list(RRC_SCALE)} + flip",
         processes=world, bn=("SyncBN" if world > 1 and setup.device.type == "cuda" else "plain BN") + ", train mode",
-        normalisation_note="dataset statistics (the authors' std 0.228 typo, SPEC 5.4, is fixed)",
+        normalisation_note="dataset statistics (the authors' std 0.228 typo, docs/evaluation.md#semi-supervised, is "
+                           "fixed)",
     )
     m = result.metrics()
     line = (f"semi-supervised {args.fraction:g} ({len(train_source)} labelled images) {protocol['dataset']} "

@@ -16,7 +16,7 @@ from cgh.errors import CGHError, ConfigError
 from cgh.viewgrid import draw_views, grid_images, save_view_grid
 from cgh.views import pretrain_views
 
-_MAX_LOCAL = 4  # SPEC 3.3 defines four local crops
+_MAX_LOCAL = 4  # docs/method.md#multi-crop-views defines four local crops
 _SYNTHETIC_IMAGES = 500
 
 
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PX",
         help="global crop size; default: the images' own size for array datasets (STL-10: 64, "
-        "SPEC 4.2), 224 for file datasets",
+        "docs/method.md#small-datasets), 224 for file datasets",
     )
     parser.add_argument(
         "--num-images",
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_bounded_int(0, _MAX_LOCAL),
         default=0,
         metavar="N",
-        help=f"also show N local crops, 0..{_MAX_LOCAL} (SPEC 3.3; default: 0)",
+        help=f"also show N local crops, 0..{_MAX_LOCAL} (docs/method.md#multi-crop-views; default: 0)",
     )
     parser.add_argument(
         "--teacher",

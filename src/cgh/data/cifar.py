@@ -1,5 +1,5 @@
-"""CIFAR-10 and CIFAR-100 from the official "python version" archives (SPEC 4.2: torchvision's datasets in the
-authors' code; we read the same files without torchvision).
+"""CIFAR-10 and CIFAR-100 from the official "python version" archives (docs/method.md#small-datasets: torchvision's
+datasets in the authors' code; we read the same files without torchvision).
 
 Layout: ``cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` and
 ``cifar-100-python/{train, test, meta}``. Each file is a Python-2 pickle (protocol 2) of a dict with bytes keys:

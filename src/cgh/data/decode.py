@@ -83,15 +83,17 @@ def crop_resize(img: Image.Image, box: tuple[int, int, int, int], size: int) -> 
     return img.resize((size, size), resample=Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
 
 
-# The test transform's centre crop keeps 7/8 of the shorter side (Resize 256 + CenterCrop 224, SPEC 3.4) from this
-# crop size up; smaller images are resized to the crop size itself (CIFAR's 32 px stay 32 px).
+# The test transform's centre crop keeps 7/8 of the shorter side (Resize 256 + CenterCrop 224,
+# docs/method.md#test-transforms) from this crop size up; smaller images are resized to the crop size itself (CIFAR's 32
+# px stay 32 px).
 EVAL_CROP_FRACTION = (7, 8)
 EVAL_CENTRE_CROP_FROM = 224
 
 
 def eval_resize(image_size: int) -> int:
-    """The shorter side the test transform resizes to before its centre ``image_size`` crop (SPEC 3.4): 256 for 224
-    (``image_size * 8 // 7``) when ``image_size >= 224``, else ``image_size`` itself."""
+    """The shorter side the test transform resizes to before its centre ``image_size`` crop
+    (docs/method.md#test-transforms): 256 for 224 (``image_size * 8 // 7``) when ``image_size >= 224``, else
+    ``image_size`` itself."""
     num, den = EVAL_CROP_FRACTION
     return image_size * den // num if image_size >= EVAL_CENTRE_CROP_FROM else image_size
 

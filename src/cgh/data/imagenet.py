@@ -1,14 +1,15 @@
-"""ImageNet-1k and ImageNet-100 in the usual re-organised layout, as file sources (SPEC 4.1, 4.2, 5.4).
+"""ImageNet-1k and ImageNet-100 in the usual re-organised layout, as file sources (docs/method.md#imagenet-recipe,
+docs/method.md#small-datasets, docs/evaluation.md#semi-supervised).
 
 Layout: ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG`` (the validation images moved into one folder per
 class, e.g. by the well-known ``valprep.sh``). Class index = position of the wnid in sorted order (torchvision
 ImageFolder convention, what the authors' code uses); the class list comes from ``train`` (or from the split's own
 folder when ``train`` is absent), so that ``train`` and ``val`` always agree.
 
-Splits: ``train``, ``val``, and the standard semi-supervised subsets ``train_1pct`` / ``train_10pct`` (SPEC 5.4:
-the SimCLR lists of 12811 / 128116 file names, shipped gzipped in ``cgh/resources``; the class of
-``n04235860_14959.JPEG`` is the prefix before ``_``). ``imagenet100`` keeps only the 100 classes of
-``cgh/resources/imagenet100.txt`` (the CMC list the authors ship), indexed 0..99 in sorted wnid order.
+Splits: ``train``, ``val``, and the standard semi-supervised subsets ``train_1pct`` / ``train_10pct``
+(docs/evaluation.md#semi-supervised: the SimCLR lists of 12811 / 128116 file names, shipped gzipped in
+``cgh/resources``; the class of ``n04235860_14959.JPEG`` is the prefix before ``_``). ``imagenet100`` keeps only the 100
+classes of ``cgh/resources/imagenet100.txt`` (the CMC list the authors ship), indexed 0..99 in sorted wnid order.
 """
 
 from __future__ import annotations

@@ -331,7 +331,8 @@ def build_pretrain_loader(
 
 
 class _EvalDataset(_FileDataset):
-    """Index -> (3, S, S) uint8: Resize(eval_resize(S)), then CenterCrop(S) (SPEC 3.4; the rule of cgh.data.decode)."""
+    """Index -> (3, S, S) uint8: Resize(eval_resize(S)), then CenterCrop(S) (docs/method.md#test-transforms; the rule of
+    cgh.data.decode)."""
 
     def __init__(self, source: FileSource, image_size: int):
         super().__init__(source)
@@ -392,8 +393,8 @@ def build_eval_loader(
     r-th contiguous chunk of it (the final, smaller global batch is split as evenly as possible, possibly leaving a
     rank an empty batch, so that all ranks run the same number of steps). Array sources are sliced at their native
     size (resizing, if any, is done on the device); file sources are resized and centre-cropped to ``image_size`` in
-    ``num_workers`` workers (SPEC 3.4), and an undecodable file is a DataError naming it (an evaluation must not
-    silently change its test set).
+    ``num_workers`` workers (docs/method.md#test-transforms), and an undecodable file is a DataError naming it (an
+    evaluation must not silently change its test set).
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")

@@ -6,11 +6,12 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 # dataset name -> (mean, std) of RGB in [0, 1].
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    # SPEC 3.1 step 6 (the authors' ImageNet transforms).
+    # docs/method.md#strong-view step 6 (the authors' ImageNet transforms).
     "imagenet": IMAGENET,
-    # ImageNet-100 is a 100-class subset of ImageNet's images (SPEC 4.2), so ImageNet's statistics (SPEC 3.1).
+    # ImageNet-100 is a 100-class subset of ImageNet's images (docs/method.md#small-datasets), so ImageNet's statistics
+    # (docs/method.md#strong-view).
     "imagenet100": IMAGENET,
-    # SPEC 4.2, the ReSSL small-data recipe's per-dataset statistics.
+    # docs/method.md#small-datasets, the ReSSL small-data recipe's per-dataset statistics.
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
     "stl10": ((0.4408, 0.4279, 0.3867), (0.2682, 0.2610, 0.2686)),

@@ -1,5 +1,6 @@
-"""STL-10 from the official binary archive ``stl10_binary`` (SPEC 4.2: pretraining on ``train+unlabeled``, 105000
-images with the unlabelled ones labelled -1; linear evaluation on ``train``; testing on ``test``).
+"""STL-10 from the official binary archive ``stl10_binary`` (docs/method.md#small-datasets: pretraining on
+``train+unlabeled``, 105000 images with the unlabelled ones labelled -1; linear evaluation on ``train``; testing on
+``test``).
 
 Format (the dataset's README and torchvision's ``STL10``): ``<split>_X.bin`` is raw uint8, 3 x 96 x 96 = 27648 bytes
 per image, channel planes in R, G, B order, each plane stored column-major (so a (3, 96, 96) reshape gives (C, W, H)

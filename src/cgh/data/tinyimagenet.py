@@ -1,5 +1,5 @@
-"""Tiny-ImageNet (``tiny-imagenet-200``), decoded once into memory (SPEC 4.2: the authors read the folder and take
-validation labels from ``val_annotations.txt``).
+"""Tiny-ImageNet (``tiny-imagenet-200``), decoded once into memory (docs/method.md#small-datasets: the authors read the
+folder and take validation labels from ``val_annotations.txt``).
 
 Layout of the official archive:
 ``wnids.txt`` (200 wnids), ``words.txt`` (optional here: ``wnid<TAB>names``), ``train/<wnid>/images/*.JPEG``,

@@ -1,10 +1,11 @@
 """What the linear probe (cgh.evaluate.linear) and the fine-tuning (cgh.evaluate.semisup) share: their training
 crops, top-k accuracy, the per-epoch record of test accuracies, and the result type.
 
-    train_crops(image_size, mean, std)   RandomResizedCrop(scale 0.08-1) + flip on device (SPEC 5.3, 5.4)
-    topk_hits(logits, labels)            (top-1 hits, top-5 hits); top-5 is top-min(5, C)
-    EpochLog(epochs, log)                best and last test accuracies over the evaluated epochs, and the log line
-    ProbeResult                          best / final top-1 and top-5 (percent), final loss, history, time
+    train_crops(image_size, mean, std)   RandomResizedCrop(scale 0.08-1) + flip on device
+    (docs/evaluation.md#linear-probe, docs/evaluation.md#semi-supervised) topk_hits(logits, labels)            (top-1
+    hits, top-5 hits); top-5 is top-min(5, C) EpochLog(epochs, log)                best and last test accuracies over
+    the evaluated epochs, and the log line ProbeResult                          best / final top-1 and top-5 (percent),
+    final loss, history, time
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from cgh.augment import ViewAugment
 from cgh.views import AugParams, ViewSpec
 
 IMAGENET_DATASETS = ("imagenet", "imagenet100")  # the datasets the authors' ImageNet protocols are for
-RRC_SCALE = (0.08, 1.0)  # SPEC 5.3 / 5.4: torchvision RandomResizedCrop's default scale for the training crops
+RRC_SCALE = (0.08, 1.0)  # docs/evaluation.md#linear-probe / docs/evaluation.md#semi-supervised: torchvision
+                         # RandomResizedCrop's default scale for the training crops
 FLIP_P = 0.5  # torchvision RandomHorizontalFlip's default
 
 

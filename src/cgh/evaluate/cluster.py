@@ -1,7 +1,8 @@
 """k-means on frozen features, scored against the labels with NMI, AMI, ARI and Hungarian accuracy.
 
-SPEC 5.5 (the authors' ``eval_clustering.py``): L2-normalised pooled backbone features, k-means with 20 iterations and
-5 restarts (faiss ``niter``/``nredo``), one cluster per class by default, NMI / AMI / ACC printed. We differ on purpose:
+docs/evaluation.md#clustering (the authors' ``eval_clustering.py``): L2-normalised pooled backbone features, k-means
+with 20 iterations and 5 restarts (faiss ``niter``/``nredo``), one cluster per class by default, NMI / AMI / ACC
+printed. We differ on purpose:
 - scikit-learn's ``KMeans`` instead of faiss on GPU (faiss is not a dependency). Like faiss, it keeps the restart with
   the lowest inertia. faiss also caps the training set at 1000 points per centroid; we always use every point.
 - ``max_iter`` defaults to the authors' 20. faiss always runs ``niter`` Lloyd steps; sklearn may stop sooner once the
@@ -10,7 +11,8 @@ SPEC 5.5 (the authors' ``eval_clustering.py``): L2-normalised pooled backbone fe
   counts build a hierarchy scored against WordNet super-classes (``--use_super_class``), which we do not ship.
 - no halving of rows with a norm above 1.5: the authors' fix for their all-reduce double count, which
   ``extract_features`` does not have.
-- the metric code is ours: the authors' ``utils/metric.py`` is missing from their repository (SPEC 7.15). ARI is
+- the metric code is ours: the authors' ``utils/metric.py`` is missing from their repository
+(docs/method.md#quirk-eval-scripts). ARI is
   printed too (they computed but did not print it).
 
 The metric functions are pure functions over label arrays, so they can score any clustering. The command is
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-# The authors' faiss settings (SPEC 5.5): niter 20, nredo 5.
+# The authors' faiss settings (docs/evaluation.md#clustering): niter 20, nredo 5.
 DEFAULT_MAX_ITER = 20
 DEFAULT_N_INIT = 5
 
@@ -103,7 +105,8 @@ def l2_normalize(feats: Any, eps: float = 1e-12) -> np.ndarray:
 
 def kmeans(feats: Any, n_clusters: int, *, n_init: int = DEFAULT_N_INIT, max_iter: int = DEFAULT_MAX_ITER,
            seed: int = 0, normalize: bool = True) -> np.ndarray:
-    """Cluster ids (N,) int64 of k-means on the rows of ``feats`` (N, D), L2-normalised first (SPEC 5.5).
+    """Cluster ids (N,) int64 of k-means on the rows of ``feats`` (N, D), L2-normalised first
+    (docs/evaluation.md#clustering).
 
     ``n_init`` restarts from k-means++ seeds; the run with the lowest inertia wins (faiss ``nredo``).
     """

@@ -113,14 +113,14 @@ def extract_features(
     """Features of every image of ``source`` (an ArraySource or FileSource), in dataset order.
 
     kind: one of ``FEATURE_KINDS``: ``global`` (pooled layer4, 512 / 2048), ``hypercolumn`` (GAP of the stacked
-    [layer3 -> layer4 size, layer4] map, 768 / 3072; SPEC 5.3 option a), ``hypercolumn_head`` (the trained CGH head's
-    pooled 1x1 conv-BN-ReLU, 512 / 2048; option b).
-    Test transform (SPEC 3.4): images already ``image_size`` square are only normalised; others are resized
-    (antialiased bilinear) so the shorter side is ``resize`` (default ``eval_resize(image_size)``: 256 for 224) and
-    centre-cropped. NOTE: SPEC 5.2's standalone kNN script resizes bicubically; we use the same bilinear transform as
-    every other evaluation, so kNN, probe and clustering see identical inputs.
-    amp: None (float32) or a dtype / 'bf16' for autocast on GPU. Returns (features (N, D) float32 CPU, labels (N,)
-    int64 CPU). The model's train/eval mode is restored afterwards.
+    [layer3 -> layer4 size, layer4] map, 768 / 3072; docs/evaluation.md#linear-probe option a), ``hypercolumn_head``
+    (the trained CGH head's pooled 1x1 conv-BN-ReLU, 512 / 2048; option b).
+    Test transform (docs/method.md#test-transforms): images already ``image_size`` square are only normalised; others
+    are resized (antialiased bilinear) so the shorter side is ``resize`` (default ``eval_resize(image_size)``: 256 for
+    224) and centre-cropped. NOTE: the authors' standalone kNN script (docs/evaluation.md#knn-evaluation) resizes
+    bicubically; we use the same bilinear transform as every other evaluation, so kNN, probe and clustering see
+    identical inputs. amp: None (float32) or a dtype / 'bf16' for autocast on GPU. Returns (features (N, D) float32 CPU,
+    labels (N,) int64 CPU). The model's train/eval mode is restored afterwards.
     """
     if kind not in FEATURE_KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; expected one of {list(FEATURE_KINDS)}")

@@ -1,14 +1,15 @@
-"""Weighted kNN classification on L2-normalised features (InstDisc / MoCo demo / DINO protocol, SPEC 5.1-5.2).
+"""Weighted kNN classification on L2-normalised features (InstDisc / MoCo demo / DINO protocol,
+docs/evaluation.md#knn-monitor, docs/evaluation.md#knn-evaluation).
 
 Each test feature takes its k most cosine-similar bank features; neighbour j votes for its class with weight
 exp(sim_j / T); classes are ranked by their summed weight. The bank is processed in chunks of test rows and is not
 copied, so the memory is the bank plus one (chunk, N_bank) similarity block (benchmarks/knn_memory.md), and an
 ImageNet-sized bank fits in memory.
 
-``cgh knn CHECKPOINT`` (SPEC 5.2, cgh.commands.knn): pooled backbone features, L2-normalised, k in {10, 20, 100, 200}
-at T = 0.07, top-1 and top-5 on the test split with the train split as the memory bank. Fixed from the authors'
-script (SPEC 7.15): no torch.distributed needed, the class count is read from the data (not 1000), and the chunking is
-by a row count, not "100 chunks".
+``cgh knn CHECKPOINT`` (docs/evaluation.md#knn-evaluation, cgh.commands.knn): pooled backbone features, L2-normalised, k
+in {10, 20, 100, 200} at T = 0.07, top-1 and top-5 on the test split with the train split as the memory bank. Fixed from
+the authors' script (docs/method.md#quirk-eval-scripts): no torch.distributed needed, the class count is read from the
+data (not 1000), and the chunking is by a row count, not "100 chunks".
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 SIMILARITY = "nd,md->nm"  # test rows against bank rows
-DEFAULT_KS = (10, 20, 100, 200)  # SPEC 5.2
+DEFAULT_KS = (10, 20, 100, 200)  # docs/evaluation.md#knn-evaluation
 
 
 def _check_inputs(bank, bank_labels, queries, num_classes, ks, t, chunk_size) -> None:

@@ -1,21 +1,24 @@
-"""Linear probe on frozen global or hypercolumn features (SPEC 5.3, and the supplementary's Table 1).
+"""Linear probe on frozen global or hypercolumn features (docs/evaluation.md#linear-probe, and the supplementary's Table
+1).
 
 The probe is a frozen backbone kept in eval mode (BN statistics untouched, ``requires_grad_(False)``) plus ONE
-``nn.Linear`` initialised N(0, 0.01) with bias 0 (SPEC 5.3), optionally after a BatchNorm1d *without* affine
-parameters (``feature_norm="bn"``: a fixed standardisation of each feature, learned from the training features; it
-adds no trainable parameter, so the classifier stays linear in the features). After training, the backbone's
-weights and BN buffers (and the CGH head's, for ``hypercolumn_head``) are checked to be bit-identical to before.
+``nn.Linear`` initialised N(0, 0.01) with bias 0 (docs/evaluation.md#linear-probe), optionally after a BatchNorm1d
+*without* affine parameters (``feature_norm="bn"``: a fixed standardisation of each feature, learned from the training
+features; it adds no trainable parameter, so the classifier stays linear in the features). After training, the
+backbone's weights and BN buffers (and the CGH head's, for ``hypercolumn_head``) are checked to be bit-identical to
+before.
 
 Two training paths:
   - **features** (``augment="none"``): the training and test features are extracted once (test transform) and the
     linear layer is trained on the cached tensors: 100 epochs of CIFAR-10 take seconds. ``train_linear``.
   - **augmented** (``augment="rrc"``): every step crops and flips on device (RandomResizedCrop scale 0.08-1 + flip,
-    SPEC 5.3) and runs the frozen backbone under ``no_grad``. ``train_linear_augmented``.
+    docs/evaluation.md#linear-probe) and runs the frozen backbone under ``no_grad``. ``train_linear_augmented``.
 The test split is always evaluated on cached test features (the test transform is deterministic and the backbone is
 frozen, so this is exact). Best and final top-1 / top-5 are reported.
 
 Protocols (every number is also a flag):
-  - ``imagenet`` = the authors' (SPEC 5.3, = ReSSL's linear_eval): SGD lr 0.3 (NOT batch-scaled), momentum 0.9,
+  - ``imagenet`` = the authors' (docs/evaluation.md#linear-probe, = ReSSL's linear_eval): SGD lr 0.3 (NOT batch-scaled),
+  momentum 0.9,
     wd 0, 100 epochs, per-iteration cosine to 0, no warm-up, batch 256, train RRC(224, 0.08-1) + flip, test Resize 256
     + CenterCrop 224, no feature normalisation.
   - ``small`` (default for every other dataset): the same optimiser, schedule, epochs and batch, but on precomputed
@@ -26,14 +29,15 @@ Protocols (every number is also a flag):
     as the authors: a linear layer over tens of thousands of cached features does not overfit in 100 epochs (final
     and best accuracies agree within a point in the measurement).
 
-Hypercolumn probe (SPEC 5.3 leaves the choice open): ``--features hypercolumn`` is option (a), the global average
-pool of the raw stacked [layer3 resized to layer4, layer4] map: 768-d for ResNet-18, 3072-d for ResNet-50. It is our
-recommended hypercolumn probe because it exists for every method's checkpoint and for torchvision weights, so "global
-vs hypercolumn" compares like with like across MoCo-v2, ReSSL and CGH (Table 1 of the supplementary puts them side by
-side), and it probes the backbone, not a pretext head. Option (b), ``--features hypercolumn_head``, uses the frozen
-trained CGH head's 1x1 conv-BN-ReLU (pooled, 512 / 2048-d): CGH checkpoints only. ``--feature-norm`` defaults to
-``bn`` for the small protocol and to ``none`` for the authors' ImageNet protocol (their global probe has none, and
-SPEC 5.3 asks for the same settings for the hypercolumn probe; pass ``--feature-norm bn`` to add it).
+Hypercolumn probe (docs/evaluation.md#linear-probe leaves the choice open): ``--features hypercolumn`` is option (a),
+the global average pool of the raw stacked [layer3 resized to layer4, layer4] map: 768-d for ResNet-18, 3072-d for
+ResNet-50. It is our recommended hypercolumn probe because it exists for every method's checkpoint and for torchvision
+weights, so "global vs hypercolumn" compares like with like across MoCo-v2, ReSSL and CGH (Table 1 of the supplementary
+puts them side by side), and it probes the backbone, not a pretext head. Option (b), ``--features hypercolumn_head``,
+uses the frozen trained CGH head's 1x1 conv-BN-ReLU (pooled, 512 / 2048-d): CGH checkpoints only. ``--feature-norm``
+defaults to ``bn`` for the small protocol and to ``none`` for the authors' ImageNet protocol (their global probe has
+none, and docs/evaluation.md#linear-probe asks for the same settings for the hypercolumn probe; pass ``--feature-norm
+bn`` to add it).
 
 The measurement behind these defaults (lr, ``feature_norm``, global vs hypercolumn features) is in
 benchmarks/linear_probe.md.
@@ -63,7 +67,7 @@ from cgh.schedule import cosine_decay
 
 # protocol -> defaults of the probe's numbers (every one is a flag; see the module docstring for the reasons).
 PROTOCOLS: dict[str, dict[str, Any]] = {
-    # SPEC 5.3: eval_lincls.py's ImageNet override, = ReSSL's linear_eval.
+    # docs/evaluation.md#linear-probe: eval_lincls.py's ImageNet override, = ReSSL's linear_eval.
     "imagenet": {"lr": 0.3, "momentum": 0.9, "weight_decay": 0.0, "epochs": 100, "batch_size": 256,
                  "augment": "rrc", "feature_norm": "none"},
     # Same optimiser numbers on precomputed features with a non-affine BN (module docstring).
@@ -85,7 +89,8 @@ def protocol_numbers(protocol: str, dataset: str, **overrides: Any) -> tuple[str
 
 
 class LinearProbe(nn.Module):
-    """[BatchNorm1d(affine=False)] + Linear(in_dim, num_classes), the weights N(0, 0.01) and the bias 0 (SPEC 5.3).
+    """[BatchNorm1d(affine=False)] + Linear(in_dim, num_classes), the weights N(0, 0.01) and the bias 0
+    (docs/evaluation.md#linear-probe).
 
     ``feature_norm="bn"`` standardises each input feature with batch statistics in training and running statistics in
     eval; it has no parameters, so the probe is still one linear map of the features (MAE's linear probe does the same).
@@ -138,7 +143,7 @@ class _Trainer:
                  test_labels, eval_every, log):
         self.probe, self.lr, self.epochs = probe, lr, epochs
         self.total = epochs * steps_per_epoch
-        # SPEC 5.3: SGD on the linear layer only; wd 0 in the authors' protocol.
+        # docs/evaluation.md#linear-probe: SGD on the linear layer only; wd 0 in the authors' protocol.
         self.optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.test_features, self.test_labels = test_features, test_labels
         self.eval_every = max(1, eval_every)
@@ -147,7 +152,8 @@ class _Trainer:
         self.loss = float("nan")
 
     def train_step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        for group in self.optimizer.param_groups:  # SPEC 5.3: per-iteration cosine to 0, no warm-up
+        for group in self.optimizer.param_groups:  # docs/evaluation.md#linear-probe: per-iteration cosine to 0, no
+                                                   # warm-up
             group["lr"] = cosine_decay(self.lr, self.step / max(1, self.total))
         loss = F.cross_entropy(self.probe(features), labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -207,7 +213,8 @@ def train_linear(
     with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws from the global RNG; leave it untouched
         probe = LinearProbe(train_features.shape[1], num_classes, feature_norm)
     with torch.no_grad():
-        probe.fc.weight.normal_(0.0, 0.01, generator=gen)  # SPEC 5.3, from the probe's own generator
+        probe.fc.weight.normal_(0.0, 0.01, generator=gen)  # docs/evaluation.md#linear-probe, from the probe's own
+                                                           # generator
     probe.to(device)
     x, y = train_features.to(device).float(), train_labels.to(device)
     n = x.shape[0]
@@ -233,7 +240,8 @@ def snapshot_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def check_unchanged(module: nn.Module, before: dict[str, torch.Tensor], what: str = "backbone") -> None:
     """RuntimeError unless every parameter and buffer (BN running statistics and counters included) of ``module`` is
-    bit-identical to ``before``: the frozen-backbone guarantee of SPEC 5.3 (the authors assert it on the weights)."""
+    bit-identical to ``before``: the frozen-backbone guarantee of docs/evaluation.md#linear-probe (the authors assert it
+    on the weights)."""
     after = module.state_dict()
     changed = [k for k, v in before.items() if k not in after or not torch.equal(after[k].cpu(), v.cpu())]
     if changed or set(after) != set(before):
@@ -267,10 +275,10 @@ def train_linear_augmented(
 ) -> ProbeResult:
     """Train a ``LinearProbe`` through the frozen ``model`` (a PretrainedBackbone) with on-device augmentation.
 
-    Each step: RandomResizedCrop(image_size, scale 0.08-1) + flip (SPEC 5.3) on device, the frozen backbone's ``kind``
-    features under ``no_grad`` (eval mode), then the probe. The caller freezes the model (``run`` does, and checks it
-    afterwards); this function also keeps it in eval mode. Crops and the batch order come from the global RNG and the
-    loader's ``seed``.
+    Each step: RandomResizedCrop(image_size, scale 0.08-1) + flip (docs/evaluation.md#linear-probe) on device, the
+    frozen backbone's ``kind`` features under ``no_grad`` (eval mode), then the probe. The caller freezes the model
+    (``run`` does, and checks it afterwards); this function also keeps it in eval mode. Crops and the batch order come
+    from the global RNG and the loader's ``seed``.
     """
     _check_features(test_features, test_labels, num_classes, "test")
     device = torch.device(device)

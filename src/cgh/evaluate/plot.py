@@ -11,8 +11,8 @@ epoch; ``knn_top1`` on monitor epochs, epoch 0 being the random init) and ``end`
     epoch's record (nor its kNN value), and it is dropped once a later record reaches or passes that point (the
     resumed run re-logs that stretch of training);
   - a truncated last line (a run killed mid-write) and other unreadable lines are skipped and counted.
-NOTE (Fig. 2): the authors' monitor uses the projection-MLP embedding (SPEC 5.1); ours plots whatever ``knn_top1`` the
-run logged (see its config's train.knn_* settings).
+NOTE (Fig. 2): the authors' monitor uses the projection-MLP embedding (docs/evaluation.md#knn-monitor); ours plots
+whatever ``knn_top1`` the run logged (see its config's train.knn_* settings).
 
 Collapse diagnostics (cgh.diagnostics): when any run's epoch records carry them (``std_global``, ``ent_global``, ...:
 the mean over the epoch's logged steps), the figure gets a second row under the kNN and loss panels, on the same epoch

@@ -1,18 +1,20 @@
-"""Semi-supervised fine-tuning with 1 % or 10 % of the labels (SPEC 5.4, the authors' ``eval_semisup.py`` from SwAV).
+"""Semi-supervised fine-tuning with 1 % or 10 % of the labels (docs/evaluation.md#semi-supervised, the authors'
+``eval_semisup.py`` from SwAV).
 
 The whole network is trained (train mode) with a fresh ``fc``: the pretrained ResNet (``load_backbone(...).backbone``)
-plus ``nn.Linear(num_features, num_classes)`` at PyTorch's default init (SPEC 5.4 leaves the fc at its random init).
-BN is plain BN on one process and SyncBN when distributed (SPEC 5.4 converts to SyncBN; on one process that is the
-same computation, so we do not pay for it).
+plus ``nn.Linear(num_features, num_classes)`` at PyTorch's default init (docs/evaluation.md#semi-supervised leaves the
+fc at its random init). BN is plain BN on one process and SyncBN when distributed (docs/evaluation.md#semi-supervised
+converts to SyncBN; on one process that is the same computation, so we do not pay for it).
 
-Defaults (SPEC 5.4, all flags): SGD momentum 0.9, wd 0; trunk lr 0.005, head (fc) lr 0.02; MultiStepLR at epochs
-[30, 60] with gamma 0.1; 70 epochs; batch 256 in total. Train augmentation RandomResizedCrop(scale 0.08-1) + flip on
-device; test Resize 256 + CenterCrop 224 at 224 px, plain normalisation for small images (SPEC 3.4). Every epoch
-sees every labelled image (the final partial batch is kept, as the authors' loader does). The best top-1 and top-5
-over the evaluated epochs are reported, with the final ones.
+Defaults (docs/evaluation.md#semi-supervised, all flags): SGD momentum 0.9, wd 0; trunk lr 0.005, head (fc) lr 0.02;
+MultiStepLR at epochs [30, 60] with gamma 0.1; 70 epochs; batch 256 in total. Train augmentation RandomResizedCrop(scale
+0.08-1) + flip on device; test Resize 256 + CenterCrop 224 at 224 px, plain normalisation for small images
+(docs/method.md#test-transforms). Every epoch sees every labelled image (the final partial batch is kept, as the
+authors' loader does). The best top-1 and top-5 over the evaluated epochs are reported, with the final ones.
 
-FIX (SPEC 5.4, 7.15): the authors normalise with std (0.228, 0.224, 0.225), a typo inherited from SwAV; we use the
-dataset's own statistics (ImageNet: 0.229, 0.224, 0.225), the ones the backbone was pretrained with.
+FIX (docs/evaluation.md#semi-supervised, docs/method.md#quirk-eval-scripts): the authors normalise with std (0.228,
+0.224, 0.225), a typo inherited from SwAV; we use the dataset's own statistics (ImageNet: 0.229, 0.224, 0.225), the ones
+the backbone was pretrained with.
 
 Labelled subsets: for ImageNet and ImageNet-100 with ``--fraction 0.01`` / ``0.1``, the standard SimCLR lists
 shipped with cgh (splits ``train_1pct`` / ``train_10pct``, 12811 / 128116 images; ImageNet-100 keeps its classes'
@@ -42,20 +44,21 @@ from cgh.evaluate.classify import (  # noqa: F401 - RRC_SCALE re-exported
 from cgh.evaluate.features import collect
 from cgh.runtime import autocast
 
-IMAGENET_LISTS = {0.01: "train_1pct", 0.1: "train_10pct"}  # SPEC 5.4: the SimCLR subset files
+IMAGENET_LISTS = {0.01: "train_1pct", 0.1: "train_10pct"}  # docs/evaluation.md#semi-supervised: the SimCLR subset files
 FinetuneResult = ProbeResult  # the fine-tuning's result: the probes' result type with steps and images per epoch
 
 
 class Classifier(nn.Module):
-    """A pretrained ResNet trunk and a fresh linear head: logits = fc(pool(layer4)). ``fc`` is the head (SPEC 5.4:
-    the parameters named ``fc`` get the head lr)."""
+    """A pretrained ResNet trunk and a fresh linear head: logits = fc(pool(layer4)). ``fc`` is the head
+    (docs/evaluation.md#semi-supervised: the parameters named ``fc`` get the head lr)."""
 
     def __init__(self, backbone: ResNet, num_classes: int):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.backbone = backbone
-        self.fc = nn.Linear(backbone.num_features, num_classes)  # PyTorch's default init, as SPEC 5.4
+        self.fc = nn.Linear(backbone.num_features, num_classes)  # PyTorch's default init, as
+                                                                 # docs/evaluation.md#semi-supervised
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.backbone.features(x))  # (N, C)
@@ -151,8 +154,9 @@ def finetune(
     log: bool = False,
 ) -> tuple[Classifier, ProbeResult]:
     """Fine-tune ``backbone`` (updated in place) with a fresh fc on the labelled ``train_source``; evaluate on
-    ``test_source`` every ``eval_every`` epochs and at the end. Numbers as in the module docstring (SPEC 5.4).
-    ``batch_size`` is the global batch; it is capped at the number of labelled images so that every epoch has a step.
+    ``test_source`` every ``eval_every`` epochs and at the end. Numbers as in the module docstring
+    (docs/evaluation.md#semi-supervised). ``batch_size`` is the global batch; it is capped at the number of labelled
+    images so that every epoch has a step.
     """
     if epochs < 1 or batch_size < 1 or trunk_lr < 0 or head_lr < 0 or eval_every < 1:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lrs >= 0, eval_every >= 1; got {epochs}, "
@@ -165,7 +169,8 @@ def finetune(
     torch.manual_seed(seed)
     classifier = Classifier(backbone, num_classes).to(device)
     world = dist.world_size()
-    if world > 1 and device.type == "cuda":  # SPEC 5.4: SyncBN across GPUs; plain BN on one process (the same)
+    if world > 1 and device.type == "cuda":  # docs/evaluation.md#semi-supervised: SyncBN across GPUs; plain BN on one
+                                             # process (the same)
         # NOTE: PyTorch's SyncBatchNorm runs on GPUs only; several CPU processes (tests) keep per-process BN.
         classifier = nn.SyncBatchNorm.convert_sync_batchnorm(classifier)
     optimizer = build_optimizer(classifier, trunk_lr, head_lr, momentum, weight_decay)
@@ -177,9 +182,9 @@ def finetune(
     augment = augment.to(device)
     global_batch = min(batch_size, len(train_source))
     global_batch -= global_batch % world
-    # The authors' loader keeps the final partial batch (drop_last False, SPEC 5.4): with 1 % of CIFAR-10 (500 images)
-    # and batch 256 that is half of every epoch. It is dropped only when a process would get fewer than 2 images of
-    # it, which train-mode BN cannot normalise.
+    # The authors' loader keeps the final partial batch (drop_last False, docs/evaluation.md#semi-supervised): with 1 %
+    # of CIFAR-10 (500 images) and batch 256 that is half of every epoch. It is dropped only when a process would get
+    # fewer than 2 images of it, which train-mode BN cannot normalise.
     tail = len(train_source) % global_batch
     sampler = GlobalBatchSampler(len(train_source), global_batch, dist.rank(), world, seed, shuffle=True,
                                  drop_last=0 < tail < 2 * world)
@@ -188,7 +193,8 @@ def finetune(
     loss_value = float("nan")
     for epoch in range(epochs):
         loader.set_epoch(epoch)
-        classifier.train()  # the whole network in train mode (SPEC 5.4); BN statistics are updated
+        classifier.train()  # the whole network in train mode (docs/evaluation.md#semi-supervised); BN statistics are
+                            # updated
         loss_sum, steps, seen = torch.zeros((), device=device), 0, 0
         for batch in loader:
             seen += batch.labels.shape[0]
@@ -201,7 +207,7 @@ def finetune(
             optimizer.step()
             loss_sum += loss.detach()
             steps += 1
-        scheduler.step()  # per epoch (SPEC 5.4: MultiStepLR at epochs 30 and 60)
+        scheduler.step()  # per epoch (docs/evaluation.md#semi-supervised: MultiStepLR at epochs 30 and 60)
         loss_value = float(dist.all_reduce_mean(loss_sum / max(1, steps)))
         if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
             # Every process evaluates the whole test split: identical numbers on all ranks, no sharding arithmetic.

@@ -60,7 +60,8 @@ def build_method(cfg: Config, world_size: int = 1, steps_per_epoch: int = 1) -> 
     """The configured method on a freshly initialised backbone (seed torch before calling for reproducibility).
 
     BN: SplitBatchNorm with ``model.bn_splits`` chunks in 'split' mode, plain BN otherwise (converted to SyncBN by
-    the training loop in 'sync' mode). The teacher's batch is shuffled in 'split' and 'shuffle' modes (SPEC 1.6).
+    the training loop in 'sync' mode). The teacher's batch is shuffled in 'split' and 'shuffle' modes
+    (docs/method.md#teacher-shuffle).
     """
     mode = resolve_bn_mode(cfg.model.bn_mode, world_size)
     splits = cfg.model.bn_splits if mode == "split" else 1

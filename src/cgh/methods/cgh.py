@@ -2,13 +2,14 @@
 
 Two contexts of one encoder describe an image by its relations to the same queue of past images: the *global*
 context (pooled layer4 -> MLP) and the *hypercolumn* context (stacked layer3+layer4 -> 1x1 conv -> MLP). Each
-context's student learns the other context's teacher relations (SPEC 2.3):
+context's student learns the other context's teacher relations (docs/method.md#cross-context-losses):
 
     L_hyper = CE( softmax(k . Q / tau_t_glob),   q_h . Q_h / tau_s_hyp )     hypercolumn student <- global teacher
     L_csist = CE( softmax(k_h . Q_h / tau_t_hyp), q . Q / tau_s_glob )       global student <- hypercolumn teacher
 
 The two queues are pushed in lockstep, so slot j of Q and Q_h is the same past image. For the first
-``loss_warmup_epochs`` the loss ramps per iteration from within-context InfoNCE into these terms (SPEC 2.4, 2.6).
+``loss_warmup_epochs`` the loss ramps per iteration from within-context InfoNCE into these terms
+(docs/method.md#infonce-warmup, docs/method.md#loss-weights).
 """
 
 from __future__ import annotations
@@ -28,15 +29,17 @@ from cgh.queue import FeatureQueue
 
 
 class CGH(nn.Module):
-    """views = [weak view (teacher), strong view (student), *strong local crops (multi-crop, SPEC 2.7)].
+    """views = [weak view (teacher), strong view (student), *strong local crops (multi-crop,
+    docs/method.md#multi-crop)].
 
-    Temperatures (SPEC 2.3, the authors' effective values): global teacher 0.04, global student 0.1, hypercolumn
-    teacher 0.08, hypercolumn student 0.08; the authors hard-code the first two, here all four are config values.
-    Ablations: ``context="same"`` makes each context learn from its own teacher; ``hyper_from_global`` and
-    ``global_from_hyper`` switch the two directions; ``hyper_layers`` chooses the stacked stages.
+    Temperatures (docs/method.md#cross-context-losses, the authors' effective values): global teacher 0.04, global
+    student 0.1, hypercolumn teacher 0.08, hypercolumn student 0.08; the authors hard-code the first two, here all four
+    are config values. Ablations: ``context="same"`` makes each context learn from its own teacher;
+    ``hyper_from_global`` and ``global_from_hyper`` switch the two directions; ``hyper_layers`` chooses the stacked
+    stages.
     """
 
-    teacher_view = "weak"  # crop + flip for the teacher, strong for the student (SPEC 3.2)
+    teacher_view = "weak"  # crop + flip for the teacher, strong for the student (docs/method.md#weak-view)
     loss_terms = ("hyper", "csist", "nce")  # nce during the warm-up only
     relation_terms = ("hyper", "csist")  # the cross-context relation losses: ln K when collapsed (cgh.diagnostics)
 
@@ -50,7 +53,7 @@ class CGH(nn.Module):
         self.teacher = make_teacher(self.student)
         self.queue = FeatureQueue(cfg.queue_size, cfg.feat_dim)
         self.queue_hyper = FeatureQueue(cfg.queue_size, cfg.hyper_dim)
-        if cfg.centering:  # SPEC 2.5, with the mean (not the sum) of the batch, and only when enabled
+        if cfg.centering:  # docs/method.md#centering, with the mean (not the sum) of the batch, and only when enabled
             self.register_buffer("center", torch.zeros(1, cfg.queue_size))
             self.register_buffer("center_hyper", torch.zeros(1, cfg.queue_size))
         # With one direction off, one head gets no gradient after the warm-up; DDP must be told.
@@ -65,7 +68,8 @@ class CGH(nn.Module):
     def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0, diagnose: bool = False):
         c = self.cfg
         weak, strong, *local = views
-        ema_update(self.student, self.teacher, momentum)  # SPEC 1.2: every step, before the teacher forward
+        ema_update(self.student, self.teacher, momentum)  # docs/method.md#student-teacher: every step, before the
+                                                          # teacher forward
 
         # ---- features: one backbone pass per view feeds both contexts ----------------------------------------
         s = self.student(strong, hyper=True)
@@ -74,7 +78,8 @@ class CGH(nn.Module):
         k, kh = F.normalize(t.z, dim=1), F.normalize(t.zh, dim=1)  # (B, D), (B, Dh), no grad
         queue, queue_h = self.queue.features, self.queue_hyper.features  # (K, D), (K, Dh)
 
-        # ---- relations to the queues (no temperature yet), SPEC 2.2 ---------------------------------------------
+        # ---- relations to the queues (no temperature yet), docs/method.md#relation-logits
+        # ---------------------------------------------
         lq, lqh = relation_logits(q, queue), relation_logits(qh, queue_h)  # (B, K) each
         lk_raw, lkh_raw = relation_logits(k, queue), relation_logits(kh, queue_h)  # (B, K) each, teacher
         lk, lkh = (lk_raw - self.center, lkh_raw - self.center_hyper) if c.centering else (lk_raw, lkh_raw)
@@ -89,7 +94,8 @@ class CGH(nn.Module):
         if c.hyper_from_global:  # hypercolumn student <- global teacher (cross context)
             terms["hyper"] = relation_loss(lqh, for_hyper[0], c.temp_student_hyper, for_hyper[1])
             loss = loss + w_hyper * terms["hyper"]
-        if c.global_from_hyper:  # global student <- hypercolumn teacher, averaged with the local crops (SPEC 2.7)
+        if c.global_from_hyper:  # global student <- hypercolumn teacher, averaged with the local crops
+                                 # (docs/method.md#multi-crop)
             csist = [relation_loss(lq, for_global[0], c.temp_student_global, for_global[1])]
             for x in local:  # local crops go through the global branch only
                 ql = F.normalize(self.student(x, hyper=False).z, dim=1)  # (B, D)
@@ -97,7 +103,8 @@ class CGH(nn.Module):
                                            for_global[1]))
             terms["csist"] = torch.stack(csist).mean()
             loss = loss + w_csist * terms["csist"]
-        if w_cl > 0:  # InfoNCE warm-up within each context (SPEC 2.4); skipped entirely once its weight is 0
+        if w_cl > 0:  # InfoNCE warm-up within each context (docs/method.md#infonce-warmup); skipped entirely once its
+                      # weight is 0
             terms["nce"] = info_nce(q, k, queue, c.temperature) + info_nce(qh, kh, queue_h, c.temperature)
             loss = loss + w_cl * terms["nce"]
 
@@ -115,7 +122,8 @@ class CGH(nn.Module):
 
     @torch.no_grad()
     def _update_centers(self, lk: torch.Tensor, lkh: torch.Tensor) -> None:
-        """center <- m * center + (1 - m) * mean over the global batch of the uncentred teacher logits (SPEC 2.5)."""
+        """center <- m * center + (1 - m) * mean over the global batch of the uncentred teacher logits
+        (docs/method.md#centering)."""
         n = dist.all_reduce_sum(torch.tensor(float(lk.shape[0]), device=lk.device))
         for center, logits in ((self.center, lk), (self.center_hyper, lkh)):
             batch_mean = dist.all_reduce_sum(logits.sum(0, keepdim=True)) / n  # (1, K)

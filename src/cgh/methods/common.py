@@ -17,9 +17,10 @@ from cgh.queue import FeatureQueue
 def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_splits: int = 1) -> Encoder:
     """Student encoder: backbone + global MLP head (+ hypercolumn head for CGH), all dimensions from ``cfg``.
 
-    The hypercolumn head's 1x1 conv reduces to the backbone's pooled width (SPEC 1.4: 2048 for ResNet-50, 512 for
-    ResNet-18) and uses the backbone's BN splits (``cfg.hyper_bn='split'``) or one BN over the process's batch
-    ('plain', the authors' single-GPU head); the global MLP's BN (``cfg.head_bn``) uses the backbone's splits.
+    The hypercolumn head's 1x1 conv reduces to the backbone's pooled width (docs/method.md#hypercolumn-head: 2048 for
+    ResNet-50, 512 for ResNet-18) and uses the backbone's BN splits (``cfg.hyper_bn='split'``) or one BN over the
+    process's batch ('plain', the authors' single-GPU head); the global MLP's BN (``cfg.head_bn``) uses the backbone's
+    splits.
     """
     head_norm = norm_layer_factory(bn_splits, dims=1) if cfg.head_bn else None
     projector = mlp(backbone.num_features, cfg.hid_dim, cfg.feat_dim, head_norm)
@@ -44,7 +45,8 @@ def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_spl
 
 @torch.no_grad()
 def teacher_forward(teacher: nn.Module, x: torch.Tensor, shuffle: bool, hyper: bool = True) -> EncoderOutput:
-    """The teacher in train mode (batch statistics) under no_grad, on a shuffled batch when ``shuffle`` (SPEC 1.6).
+    """The teacher in train mode (batch statistics) under no_grad, on a shuffled batch when ``shuffle``
+    (docs/method.md#teacher-shuffle).
 
     Shuffling hides which rows of the teacher's BN batch belong together with the student's, so BN statistics cannot
     leak the positive pair (MoCo's Shuffle-BN). Outputs come back in the input's order.

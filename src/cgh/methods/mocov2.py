@@ -12,7 +12,7 @@ from cgh.methods.common import SingleContext, teacher_forward
 
 
 class MoCoV2(SingleContext):
-    """views = [key view, query view]: both strong in MoCo-v2 (SPEC 3.2 ssl_transforms).
+    """views = [key view, query view]: both strong in MoCo-v2 (docs/method.md#weak-view ssl_transforms).
 
     The asymmetric loss of the MoCo paper: one InfoNCE term per step (the symmetric variant costs 2x).
     Temperature ``cfg.temperature`` (MoCo-v2: 0.2).

@@ -17,15 +17,15 @@ class ReSSL(SingleContext):
     """views = [weak view (teacher), strong view (student), *strong local crops].
 
     loss = CE(softmax(k.queue / tau_t), q.queue / tau_s) with tau_t = ``temp_teacher_global`` (0.04) and tau_s =
-    ``temp_student_global`` (0.1), ReSSL's values. Multi-crop as in the ReSSL repo (SPEC 2.7): every strong crop is a
-    student of the same teacher relation, and the loss is averaged over all crops' rows.
+    ``temp_student_global`` (0.1), ReSSL's values. Multi-crop as in the ReSSL repo (docs/method.md#multi-crop): every
+    strong crop is a student of the same teacher relation, and the loss is averaged over all crops' rows.
 
     With ``cfg.ressl_warmup`` (a DEPARTURE from the official ReSSL, which has none; the ReSSL journal version adds
     one) the loss ramps from MoCo's InfoNCE into the relation loss over ``warmup_steps``, per iteration, with the
     weights of CGH's warm-up: (1 - alpha) InfoNCE + alpha relation.
     """
 
-    teacher_view = "weak"  # crop + flip for the teacher, strong for the student (SPEC 3.2)
+    teacher_view = "weak"  # crop + flip for the teacher, strong for the student (docs/method.md#weak-view)
     loss_terms = ("relation", "nce")  # nce only during the optional warm-up (ressl_warmup)
     relation_terms = ("relation",)  # losses against the queue's relations: ln K when collapsed (cgh.diagnostics)
     uses_warmup = True  # only with cfg.ressl_warmup
