@@ -46,7 +46,8 @@ class AugParams:
     ``blur_relative=False`` uses sigma as given.
     """
 
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue (3.1.2)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+                                                                      # (docs/method.md#strong-view step 2)
     jitter_p: float = 0.8  # docs/method.md#strong-view step 2
     grayscale_p: float = 0.2  # docs/method.md#strong-view step 3
     blur_p: float = 0.5  # docs/method.md#strong-view step 4
