@@ -1,18 +1,19 @@
-"""Shared test settings: small thread count and deterministic seeds; the reference files of ../shared."""
+"""Fixtures and settings shared by the whole suite: a small thread count, deterministic seeds, one-step runs.
+
+Only fixtures and pytest settings live here. Helpers are in tests/helpers.py, reference implementations in
+tests/reference.py; test modules import those, never this file.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+from tests.helpers import tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
-# torchvision's state-dict keys and shapes (a copy of ../shared/data/torchvision; see its README).
-TORCHVISION_SHAPES = REPO / "tests" / "data" / "torchvision"
+torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
@@ -31,17 +32,16 @@ def _seed():
     yield
 
 
-# A configuration small enough for a CPU test: an eighth-width ResNet-18 on 256 synthetic 32-px images.
-TINY = ["data.name=synthetic", "data.path=", "data.synthetic_size=256", "data.synthetic_test_size=128",
-        "data.image_size=32", "data.synthetic_image_size=32", "model.arch=resnet18", "model.stem=cifar",
-        "model.width=8", "method.queue_size=128", "method.hid_dim=32", "method.feat_dim=16", "method.hyper_dim=16",
-        "optim.batch_size=64", "optim.warmup_epochs=0", "method.loss_warmup_epochs=1", "method.loss_warmup_min_steps=0",
-        "train.knn_every=0",
-        "train.progress=false", "train.log_every=1", "data.num_workers=0"]
+@pytest.fixture(scope="session")
+def one_step_runs(tmp_path_factory):
+    """Real one-step run directories of CGH and MoCo-v2 (the TINY config), ``{"cgh": dir, "mocov2": dir}``, shared by
+    the checkpoint and resume tests; they read them (or copy them) and must not change them."""
+    from cgh.train import pretrain
 
-
-def tiny_config(out_dir, *overrides: str):
-    """The cifar10 preset shrunk to TINY, writing into ``out_dir``, with extra ``key=value`` overrides."""
-    from cgh.config import load_config
-
-    return load_config("cifar10", [*TINY, f"out_dir={out_dir}", *overrides])
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for method in ("cgh", "mocov2"):
+        pretrain(tiny_config(root / method, f"method.name={method}", "train.max_steps=1", "optim.epochs=1",
+                             "aug.teacher_view=" + ("strong" if method == "mocov2" else "weak")))
+        out[method] = root / method
+    return out

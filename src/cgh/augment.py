@@ -21,7 +21,7 @@ same recipe from those modules, and 1.9-4.8x faster than a per-sample Pillow pip
   than kornia's crop at 32 px.
 - Colour steps run on the whole batch with neutral parameters where a sample's coin flip is off, instead of the
   modules' gather / scatter; the hue step is a closed-form HSV rotation instead of kornia's general
-  RGB -> HSV -> RGB round trip, equal to it to 1e-5 (tests/test_augment.py); the jitter is ~2.7x faster.
+  RGB -> HSV -> RGB round trip, equal to it to 1e-5 (tests/unit/test_augment.py); the jitter is ~2.7x faster.
 """
 
 from __future__ import annotations

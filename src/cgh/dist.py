@@ -1,5 +1,5 @@
 """Distributed helpers. Every function is a no-op (or the identity) on one process, so tests, CPU runs and
-single-GPU runs take the same code path as ``torchrun`` runs (conventions 15).
+single-GPU runs take the same code path as ``torchrun`` runs.
 
 Row convention: of a global batch of B = W * b rows, process r holds rows r, r + W, r + 2W, ... (the interleaved
 split of ``torch.utils.data.DistributedSampler``; our batch sampler does the same). ``gather_rows`` returns a

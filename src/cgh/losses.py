@@ -13,7 +13,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-# einsum strings, named once (conventions 3)
+# einsum strings, named once
 PAIRWISE = "nd,nd->n"  # row-wise dot products
 AGAINST_QUEUE = "nd,kd->nk"  # every row against every queue slot
 

@@ -7,7 +7,7 @@ Layout: ``cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` and
 in the meta file ``label_names`` / ``fine_label_names``.
 
 The pickles are read with :class:`RestrictedUnpickler`, which admits only the few globals those files reference
-(numpy array reconstruction and plain builtin types), so a crafted file cannot run code (DESIGN.md section 5).
+(numpy array reconstruction and plain builtin types), so a crafted file cannot run code.
 """
 
 from __future__ import annotations

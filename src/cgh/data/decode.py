@@ -1,5 +1,5 @@
 """Decoding image files with Pillow, and the torchvision geometry we re-implement on it (torchvision does not import
-on the development machines, DESIGN.md section 3).
+on the development machines).
 
 - :func:`load_image`: decode one file as RGB, DataError naming the file when it is not an image or is truncated.
 - :func:`random_resized_crop_box`: torchvision ``RandomResizedCrop.get_params`` (10 tries, then a centre crop).

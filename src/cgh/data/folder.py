@@ -3,7 +3,7 @@
 ``path`` may contain the placeholder ``{split}`` (``/data/pets/{split}``), replaced by the split name, so one config
 serves ``train`` and ``test``; without it the same folder is used for every split.
 
-Rules (DESIGN.md section 4, "an image folder (class sub-folders, or flat and unlabeled)"):
+Rules (an image folder: class sub-folders, or flat and unlabeled):
 - if any non-hidden sub-folder holds images (searched recursively, like ImageFolder), the folder is labelled: class
   index = position of the sub-folder name in sorted order, and a class sub-folder with no image is an error (as in
   ImageFolder, so that class indices cannot shift silently between splits); image files lying directly in the

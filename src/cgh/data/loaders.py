@@ -1,6 +1,6 @@
 """Batching: the distributed sampler, the pretraining loader and the evaluation loader.
 
-Exactness (DESIGN.md section 5, "exact resume" and "same result on 1 or N processes"):
+Exactness ("exact resume" and "the same result on 1 or N processes"):
 - every epoch draws ONE permutation of the dataset from ``seed + epoch``, the same on every rank; global batch i is
   ``perm[i*G:(i+1)*G]`` and in pretraining rank r takes its rows r, r + W, r + 2W, ... (the interleaved split of
   ``DistributedSampler``, which ``cgh.dist`` and ``SplitBatchNorm`` follow). So one process with batch G sees exactly

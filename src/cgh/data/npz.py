@@ -1,4 +1,4 @@
-"""Arrays in an ``.npz`` file (DESIGN.md section 4: ``images`` uint8, N x H x W x 3 or N x 3 x H x W, and optional
+"""Arrays in an ``.npz`` file (``images`` uint8, N x H x W x 3 or N x 3 x H x W, and optional
 ``labels``).
 
 Keys:

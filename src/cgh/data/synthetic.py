@@ -1,6 +1,6 @@
 """The built-in synthetic dataset: procedurally drawn shapes, generated deterministically from a seed, no files.
 
-Why it exists: no real dataset can be downloaded on the development machines (DESIGN.md section 3), yet demos and
+Why it exists: no real dataset can be downloaded on the development machines, yet demos and
 learning tests need images whose classes a self-supervised encoder can learn and raw pixels cannot give away.
 
 A class is a (shape, texture) pair: class c has shape ``SHAPES[c % 5]`` and texture ``TEXTURES[c // 5]``, so 10

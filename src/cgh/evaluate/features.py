@@ -4,7 +4,7 @@
 classifier's logits, the pretraining encoder of the kNN monitor) over the batches of an evaluation loader and stacks
 its outputs. ``extract_features(model, source, kind, ...)`` is that loop for a ``PretrainedBackbone`` in eval mode:
 the features (N, D) float32 on the CPU, NOT normalised (kNN and clustering normalise, a linear probe does not), with
-the labels in dataset order (conventions 11: evaluation is functions over extracted features).
+the labels in dataset order (evaluation is functions over extracted features).
 
 The command-line plumbing the evaluation commands share (checkpoint and data flags, ``--json``) is in
 cgh.commands.common; its names are still importable from here.
@@ -21,19 +21,6 @@ from cgh.data import build_eval_loader
 from cgh.data.decode import eval_resize  # noqa: F401 - re-exported: the evaluation resize rule
 from cgh.pretrained import FEATURE_KINDS, PretrainedBackbone
 from cgh.runtime import autocast
-
-# Names of cgh.commands.common, importable from here as well (resolved on first use, so that importing this library
-# module does not import the command-line code).
-_COMMAND_NAMES = ("add_checkpoint_arguments", "add_data_arguments", "EvalSetup", "eval_config", "resolve_eval_setup",
-                  "require_labels", "check_feature_kind", "emit", "checkpoint_label")
-
-
-def __getattr__(name: str):
-    if name in _COMMAND_NAMES:
-        from cgh.commands import common
-
-        return getattr(common, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @torch.no_grad()

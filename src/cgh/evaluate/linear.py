@@ -306,12 +306,3 @@ def train_linear_augmented(
             trainer.train_step(f.float(), labels)
         trainer.end_epoch(epoch)
     return trainer.result()
-
-
-def __getattr__(name: str):
-    """``resolve_protocol`` (it reads parsed flags) lives in cgh.commands.linear; it is importable from here too."""
-    if name == "resolve_protocol":
-        from cgh.commands.linear import resolve_protocol
-
-        return resolve_protocol
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

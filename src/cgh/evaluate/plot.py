@@ -39,7 +39,8 @@ METRICS_FILE = "metrics.jsonl"
 TERM_STYLES = {"hyper": "--", "csist": ":", "nce": "-.", "relation": (0, (5, 1))}
 TERMS = tuple(TERM_STYLES)
 # The diagnostics of cgh.diagnostics (is_diagnostic), named here because that module pulls in torch and this one
-# must not (tests/test_tsne_plot.py keeps the two in step). std and ent are drawn; rank and cos are read, not drawn.
+# must not (tests/unit/evaluate/test_plot.py keeps the two in step). std and ent are drawn; rank and cos are read, not
+# drawn.
 DIAGNOSTICS = tuple(f"{stat}_{context}" for stat in ("std", "rank", "cos", "ent") for context in ("global", "hyper"))
 CONTEXT_STYLES = {"global": "-", "hyper": "--"}
 STD_COLLAPSED = 0.1  # cgh.diagnostics.STD_COLLAPSED: below it the watch counts a collapse

@@ -1,4 +1,4 @@
-"""The three methods, dispatched through a plain dict (conventions 9), and the contract the training loop relies on.
+"""The three methods, dispatched through a plain dict, and the contract the training loop relies on.
 
 Every method is an ``nn.Module`` that builds its student, teacher, heads and queues in ``__init__`` and owns what is
 its own: the teacher's view (``teacher_view``), the names of the loss terms it returns, the temperatures the banner

@@ -20,11 +20,11 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # tests/ for conftest's TINY
+sys.path.insert(0, str(HERE.parents[2]))  # the repository root, for tests.helpers.TINY
 
 import torch  # noqa: E402
 
-from conftest import TINY  # noqa: E402
+from tests.helpers import TINY  # noqa: E402
 
 OVERRIDES = [*TINY, "method.name=cgh", "optim.epochs=2", "train.log_every=2"]
 

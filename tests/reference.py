@@ -1,0 +1,124 @@
+"""Reference implementations the tests compare cgh against, written independently of cgh's code.
+
+- ``np_log_softmax``, ``np_relation``, ``np_info_nce``: the loss equations of docs/method.md#losses, in float64 NumPy
+  (tests/unit/test_losses.py, tests/unit/test_methods.py).
+- ``torchvision_resized_crop``: torchvision's ``resized_crop`` on a tensor, box by box (tests/unit/test_augment.py).
+- ``expected_mi``: the expected mutual information of a contingency table under the permutation model, term by term
+  (tests/unit/evaluate/test_cluster.py checks scikit-learn's AMI with it).
+- ``expected_detectron2_keys``: detectron2's ResNet parameter names (tests/unit/test_export.py).
+- ``raw_pixel_knn_accuracy``: a plain majority-vote cosine k-NN on standardised raw pixels
+  (tests/unit/data/test_synthetic.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cgh.backbone import ARCHS
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Losses (docs/method.md#losses), float64 NumPy
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def np_log_softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def np_relation(student_logits, teacher_logits, tau_s, tau_t):
+    """docs/method.md#cross-context-losses: CE(p, z) = -sum_j p_j log_softmax(z)_j averaged over rows, p =
+    softmax(teacher / tau_t)."""
+    p = np.exp(np_log_softmax(teacher_logits / tau_t))
+    return float(-(p * np_log_softmax(student_logits / tau_s)).sum(axis=1).mean())
+
+
+def np_info_nce(q, k, queue, tau):
+    """docs/method.md#infonce-warmup: CE_onehot([q.k, q.Q] / tau, label 0)."""
+    logits = np.concatenate([(q * k).sum(1, keepdims=True), q @ queue.T], axis=1) / tau
+    return float(-np_log_softmax(logits)[:, 0].mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def torchvision_resized_crop(x: torch.Tensor, boxes, size: int) -> torch.Tensor:
+    """torchvision.transforms.functional.resized_crop on a tensor, image ``i`` cropped to box ``i``: crop, then
+    resize with antialias=True. ``boxes`` is (top, left, height, width), four lists of ints."""
+    top, left, ch, cw = boxes
+    return torch.cat(
+        [
+            F.interpolate(x[i : i + 1, :, t : t + hh, l : l + ww], size=(size, size), mode="bilinear", antialias=True)
+            for i, (t, l, hh, ww) in enumerate(zip(top, left, ch, cw, strict=True))
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Clustering
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def expected_mi(table: np.ndarray) -> float:
+    """E[MI] under the hypergeometric (permutation) model, summed term by term (Vinh et al. 2010, eq. 24a),
+    written independently of scikit-learn to check its AMI."""
+    n = int(table.sum())
+    a, b = table.sum(1), table.sum(0)
+    emi = 0.0
+    for ai in a:
+        for bj in b:
+            for nij in range(max(1, ai + bj - n), min(ai, bj) + 1):
+                p = math.comb(ai, nij) * math.comb(n - ai, bj - nij) / math.comb(n, bj)
+                emi += p * nij / n * math.log(n * nij / (ai * bj))
+    return emi
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# detectron2's names
+# ---------------------------------------------------------------------------------------------------------------------
+
+BN = ("weight", "bias", "running_mean", "running_var")
+
+
+def expected_detectron2_keys(arch: str) -> set[str]:
+    """detectron2's ResNet parameter names (detectron2/modeling/backbone/resnet.py: BasicStem has ``conv1`` with a
+    ``norm``; stages ``res2..res5`` of blocks with ``conv1..conv3`` (bottleneck) or ``conv1..conv2`` (basic), each a
+    Conv2d with a ``norm``, and ``shortcut`` (+ ``norm``) on a block whose input and output shapes differ). FrozenBN
+    and SyncBN checkpoints carry weight, bias, running_mean and running_var, no num_batches_tracked."""
+    kind, depths = ARCHS[arch]
+    convs = 3 if kind == "bottleneck" else 2
+
+    def conv(prefix: str) -> list[str]:
+        return [f"{prefix}.weight"] + [f"{prefix}.norm.{p}" for p in BN]
+
+    keys = conv("stem.conv1")
+    for stage, depth in enumerate(depths, start=2):
+        for block in range(depth):
+            for c in range(1, convs + 1):
+                keys += conv(f"res{stage}.{block}.conv{c}")
+            # Block 0 of a stage changes the shape, except res2 of the basic-block nets (64 -> 64, stride 1).
+            if block == 0 and (kind == "bottleneck" or stage > 2):
+                keys += conv(f"res{stage}.{block}.shortcut")
+    return set(keys)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Raw-pixel k-NN
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def raw_pixel_knn_accuracy(train, test, k=20) -> float:
+    """k-NN (majority of k, cosine) on raw pixels standardised per channel with the training statistics."""
+    x, y = train.images.float() / 255, test.images.float() / 255
+    mean, std = x.mean((0, 2, 3), keepdim=True), x.std((0, 2, 3), keepdim=True)
+    a = F.normalize(((x - mean) / std).flatten(1), dim=1)  # (N, D)
+    b = F.normalize(((y - mean) / std).flatten(1), dim=1)  # (M, D)
+    _, idx = torch.einsum("md,nd->mn", b, a).topk(k, dim=1)  # (M, k)
+    votes = torch.zeros(len(b), len(train.classes)).scatter_add_(1, train.labels[idx], torch.ones(idx.shape))
+    return (votes.argmax(1) == test.labels).float().mean().item()

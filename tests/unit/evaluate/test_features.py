@@ -1,0 +1,165 @@
+"""Feature extraction and the shared plumbing of the evaluation commands: checkpoint defaults, flags, JSON, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from cgh.augment import EvalTransform
+from cgh.backbone import ResNet
+from cgh.commands.common import add_checkpoint_arguments, add_data_arguments, eval_config, resolve_eval_setup
+from cgh.config import load_config
+from cgh.data.base import ArraySource
+from cgh.data.decode import eval_resize
+from cgh.errors import ConfigError
+from cgh.evaluate.features import extract_features
+from cgh.pretrained import load_backbone
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+@pytest.fixture(scope="module")
+def cgh_checkpoint(tmp_path_factory):
+    """A real `cgh pretrain` checkpoint: CGH, ResNet-18 width 8, 2 steps on 64 synthetic images."""
+    from cgh.train import pretrain
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, [
+        "data.name=synthetic", "data.synthetic_size=64", "data.synthetic_test_size=24", "data.synthetic_classes=4",
+        "data.synthetic_image_size=16", "data.image_size=16", "model.arch=resnet18", "model.stem=cifar",
+        "model.width=8", "method.queue_size=64", "method.hid_dim=16", "method.feat_dim=8", "method.hyper_dim=8",
+        "optim.batch_size=32", "optim.epochs=1", "optim.warmup_epochs=0", "train.knn_every=0",
+        "train.progress=false", f"out_dir={out}",
+    ])
+    pretrain(cfg)
+    return out / "checkpoints" / "last.pt"
+
+
+def torchvision_file(path, arch="resnet18", stem="cifar", width=8):
+    torch.save(ResNet(arch, stem=stem, width=width).state_dict(), path)
+    return path
+
+
+def parse(argv):
+    p = argparse.ArgumentParser()
+    add_checkpoint_arguments(p)
+    add_data_arguments(p)
+    return p.parse_args(argv)
+
+
+def test_extract_features_matches_the_model_in_dataset_order(tmp_path):
+    model = load_backbone(torchvision_file(tmp_path / "r18.pt"))
+    images = torch.randint(0, 256, (11, 3, 16, 16), dtype=torch.uint8)
+    source = ArraySource(images, torch.arange(11) % 3, ["a", "b", "c"], "toy:test")
+    model.train()
+    feats, labels = extract_features(model, source, "global", image_size=16, mean=MEAN, std=STD, batch_size=4)
+    assert model.training  # the caller's mode is restored
+    assert feats.dtype == torch.float32 and feats.device.type == "cpu" and feats.shape == (11, 64)
+    assert torch.equal(labels, source.labels)
+    model.eval()
+    with torch.no_grad():
+        expected = model.global_features(EvalTransform(16, MEAN, STD)(images))
+    torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(feats.norm(dim=1), torch.ones(11))  # not normalised
+    hyper, _ = extract_features(model, source, "hypercolumn", image_size=16, mean=MEAN, std=STD)
+    assert hyper.shape == (11, 32 + 64)  # layer3 + layer4 channels at width 8
+    with pytest.raises(ValueError, match="hypercolumn head"):
+        extract_features(model, source, "hypercolumn_head", image_size=16, mean=MEAN, std=STD)
+
+
+def test_eval_resize_follows_spec_3_4():
+    assert eval_resize(224) == 256 and eval_resize(32) == 32 and eval_resize(64) == 64
+
+
+def test_checkpoint_config_supplies_the_dataset(cgh_checkpoint):
+    setup = resolve_eval_setup(parse([str(cgh_checkpoint), "--device", "cpu"]))
+    p = setup.protocol
+    assert (p["dataset"], p["train_split"], p["test_split"], p["image_size"]) == ("synthetic", "train", "test", 16)
+    assert (p["num_train"], p["num_test"], p["num_classes"]) == (64, 24, 4)
+    assert (p["method"], p["arch"], p["epoch"], p["step"]) == ("cgh", "resnet18", 1, 2)
+    assert setup.model.hyper_head is not None and setup.mean == MEAN
+    feats, _ = setup.features(setup.test_source, "hypercolumn_head")
+    assert feats.shape == (24, 64)
+
+
+def test_flags_override_the_checkpoint(cgh_checkpoint):
+    args = parse([str(cgh_checkpoint), "--device", "cpu", "--data-option", "synthetic_size=20",
+                  "--data-option", "data.synthetic_classes=2", "--test-split", "train", "--image-size", "24"])
+    setup = resolve_eval_setup(args)
+    assert len(setup.train_source) == 20 and setup.num_classes == 2
+    assert setup.protocol["test_split"] == "train" and setup.image_size == 24
+
+
+def test_another_dataset_takes_its_preset_defaults(cgh_checkpoint):
+    cfg = eval_config({"data": {"name": "synthetic", "image_size": 16, "path": "x"}},
+                      parse([str(cgh_checkpoint), "--dataset", "imagenet", "--data-path", "/in"]), "ckpt")
+    d = cfg.data
+    assert (d.name, d.path, d.image_size, d.eval_train_split, d.eval_test_split) == ("imagenet", "/in", 224, "train",
+                                                                                     "val")
+    cfg = eval_config(None, parse(["w.pt", "--dataset", "imagenet100"]), "w.pt")
+    assert (cfg.data.name, cfg.data.image_size, cfg.data.eval_test_split) == ("imagenet100", 224, "val")
+    cfg = eval_config(None, parse(["w.pt", "--dataset", "synthetic"]), "w.pt")
+    assert cfg.data.image_size == cfg.data.synthetic_image_size
+
+
+def test_torchvision_weights_need_a_dataset(tmp_path):
+    path = torchvision_file(tmp_path / "r18.pt")
+    with pytest.raises(ConfigError, match="--dataset"):
+        resolve_eval_setup(parse([str(path), "--device", "cpu"]))
+
+
+def test_cli_knn_json(cgh_checkpoint, capsys):
+    from cgh.cli import main
+
+    code = main(["knn", str(cgh_checkpoint), "--json", "--k", "1", "5", "200", "--temperature", "0.1",
+                 "--features", "hypercolumn", "--device", "cpu", "--chunk-size", "7"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+    p, m = out["protocol"], out["metrics"]
+    assert out["command"] == "knn" and set(m) == {"1", "5", "200"}
+    assert all(0 <= m[k]["top1"] <= m[k]["top5"] <= 100 for k in m)
+    assert p["features"] == "hypercolumn" and p["k"] == [1, 5, 200] and p["k_effective"] == [1, 5, 64]
+    assert p["temperature"] == 0.1 and p["dataset"] == "synthetic" and p["test_split"] == "test"
+    assert p["checkpoint"] == str(cgh_checkpoint) and p["epoch"] == 1 and p["step"] == 2
+    assert p["method"] == "cgh" and p["arch"] == "resnet18" and p["image_size"] == 16
+
+
+def test_cli_knn_human_line(tmp_path, capsys):
+    from cgh.cli import main
+
+    path = torchvision_file(tmp_path / "r18.pt")
+    code = main(["knn", str(path), "--dataset", "synthetic", "--data-option", "synthetic_size=30",
+                 "--data-option", "synthetic_test_size=10", "--k", "3", "--device", "cpu"])
+    assert code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("kNN synthetic test") and "k=3 top-1" in line and "\n" not in line
+
+
+def test_cli_missing_checkpoint(tmp_path, capsys):
+    from cgh.cli import main
+
+    missing = tmp_path / "nope" / "last.pt"
+    assert main(["knn", str(missing), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert str(missing) in captured.err and captured.out == ""
+
+
+def test_cli_bad_dataset_is_one_line_error(tmp_path, capsys):
+    from cgh.cli import main
+
+    path = torchvision_file(tmp_path / "r18.pt")
+    assert main(["knn", str(path), "--dataset", "cifar10", "--data-path", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "absent" in err
+
+
+def test_cli_head_features_need_a_cgh_checkpoint(tmp_path, capsys):
+    from cgh.cli import main
+
+    path = torchvision_file(tmp_path / "r18.pt")
+    assert main(["knn", str(path), "--dataset", "synthetic", "--data-option", "synthetic_size=20",
+                 "--data-option", "synthetic_test_size=10", "--features", "hypercolumn_head"]) == 2
+    assert "no trained hypercolumn head" in capsys.readouterr().err

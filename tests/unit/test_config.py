@@ -1,0 +1,183 @@
+"""Typed config and presets (cgh.config): presets, typed overrides, unknown keys, wrong types and invalid values
+named, YAML round trips; the same errors through ``cgh pretrain`` (one ``error:`` line naming the key, the file or
+every invalid value). Fuzzed: tests/system/test_fuzz.py."""
+
+import re
+
+import pytest
+
+from cgh.cli import main
+from cgh.config import Config, load_config, parse_overrides, preset_names, to_yaml
+from cgh.errors import ConfigError
+from tests.helpers import one_error_line
+
+PRESETS = ["cifar10", "cifar100", "stl10", "tinyimagenet", "imagenet", "imagenet_multicrop", "demo"]
+
+
+def test_all_presets_exist_and_validate():
+    assert set(PRESETS) <= set(preset_names())
+    for name in PRESETS:
+        cfg = load_config(name)
+        cfg.validate(world_size=1)
+        assert cfg.preset == name
+
+
+@pytest.mark.parametrize("method", ["cgh", "ressl", "mocov2"])
+def test_presets_take_every_method(method):
+    load_config("cifar10", [f"method.name={method}"]).validate()
+
+
+def test_imagenet_preset_carries_the_authors_numbers():
+    m, o = load_config("imagenet").method, load_config("imagenet").optim
+    assert (m.queue_size, m.momentum, m.feat_dim, m.hid_dim, m.hyper_dim) == (131072, 0.999, 512, 4096, 512)
+    assert (m.temp_teacher_global, m.temp_student_global, m.temp_teacher_hyper, m.temp_student_hyper) == (
+        0.04, 0.1, 0.08, 0.08)
+    assert (o.lr, o.batch_size, o.epochs, o.weight_decay, o.warmup_epochs) == (0.05, 256, 200, 1e-4, 5)
+    assert load_config("imagenet_multicrop").method.num_local == 4
+
+
+def test_overrides_are_typed():
+    cfg = load_config("cifar10", ["optim.lr=0.1", "optim.epochs=3", "method.hyper_layers=[layer2,layer4]",
+                                  "train.compile=true", "out_dir=runs/x", "data.mean=[0.5,0.5,0.5]"])
+    assert cfg.optim.lr == 0.1 and cfg.optim.epochs == 3 and cfg.train.compile is True
+    assert cfg.method.hyper_layers == ["layer2", "layer4"] and cfg.out_dir == "runs/x"
+    assert cfg.data.mean == [0.5, 0.5, 0.5]
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0  # an int is a valid float
+    assert load_config(None, ["method.hyper_layers=layer4"]).method.hyper_layers == ["layer4"]
+
+
+def test_unknown_keys_suggest_the_nearest():
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*did you mean 'optim\.lr'"):
+        load_config("cifar10", ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"method\.queue_siz.*method\.queue_size"):
+        load_config(None, ["method.queue_siz=10"])
+    with pytest.raises(ConfigError, match="unknown preset 'cifar1'.*cifar10"):
+        load_config("cifar1")
+
+
+def test_wrong_types_are_named():
+    with pytest.raises(ConfigError, match=r"optim\.epochs = 'ten': expected an integer"):
+        load_config(None, ["optim.epochs=ten"])
+    with pytest.raises(ConfigError, match=r"train\.compile.*true or false"):
+        load_config(None, ["train.compile=maybe"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["optim.lr"])
+    with pytest.raises(ConfigError, match=r"seed = \{'x': 1\}: expected an integer"):
+        load_config(None, ["seed.x=1"])  # a value addressed as a section
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        parse_overrides(["seed=1", "seed.x=2"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("method.temp_teacher_global=0", r"method\.temp_teacher_global = 0\.0: expected a positive finite number"),
+    ("method.temp_student_hyper=-0.1", "temp_student_hyper"),
+    ("optim.lr=0", r"optim\.lr"),
+    ("optim.lr=.inf", r"optim\.lr = inf: expected a positive finite number"),
+    ("method.temp_teacher_hyper=.nan", r"temp_teacher_hyper = nan"),
+    ("method.queue_size=1000", r"method\.queue_size = 1000: expected a multiple of the global batch.*256"),
+    ("method.hyper_layers=[layer3,layer5]", r"'layer5' is not a stage"),
+    ("method.name=simclr", r"method\.name = 'simclr'"),
+    ("model.bn_splits=3", r"model\.bn_splits = 3: expected a divisor of the per-process batch"),
+    ("method.momentum=1.5", r"method\.momentum"),
+    ("aug.weak_scale=[0.5,0.2]", r"aug\.weak_scale"),
+])
+def test_invalid_values_are_named(override, message):
+    cfg = load_config("cifar10", [override])
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
+
+
+def test_batch_must_split_over_processes():
+    cfg = load_config("cifar10", ["optim.batch_size=256"])
+    cfg.validate(world_size=4)
+    with pytest.raises(ConfigError, match="multiple of the number of processes"):
+        cfg.validate(world_size=3)
+
+
+def test_yaml_file_and_round_trip(tmp_path):
+    cfg = load_config("demo", ["optim.epochs=2"])
+    path = tmp_path / "c.yaml"
+    path.write_text(to_yaml(cfg))
+    again = load_config(str(path))
+    assert again.to_dict() == cfg.to_dict()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [1, 2")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_defaults_are_complete_and_valid():
+    Config().validate()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The same errors through the command line
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("argv, message", [
+    (["method.temprature=0.1"], r"unknown config key 'method\.temprature' \(did you mean 'method\.temperature'\?\)"),
+    (["optim.batchsize=64"], r"unknown config key 'optim\.batchsize' \(did you mean 'optim\.batch_size'\?\)"),
+    (["trian.device=cpu"], r"unknown config key 'trian' \(did you mean 'train'\?\)"),
+    (["optim.epochs=ten"], r"optim\.epochs = 'ten': expected an integer"),
+])
+def test_config_key_errors_through_the_cli(tmp_path, capsys, argv, message):
+    assert main(["pretrain", "cifar10", *argv, f"out_dir={tmp_path / 'run'}"]) == 2
+    assert re.match(f"error: command line: {message}", one_error_line(capsys.readouterr().err))
+    # the same in a YAML file names the file
+    path = tmp_path / "my.yaml"
+    key, value = argv[0].split("=")
+    section, leaf = key.split(".")
+    path.write_text(f"{section}:\n  {leaf}: {value}\n")
+    assert main(["pretrain", str(path), f"out_dir={tmp_path / 'run'}"]) == 2
+    assert re.match(f"error: {re.escape(str(path))}: {message}", one_error_line(capsys.readouterr().err))
+    assert not (tmp_path / "run").exists()
+
+
+TEMPERATURES = ["temperature", "temp_teacher_global", "temp_student_global", "temp_teacher_hyper",
+                "temp_student_hyper"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("override, message", [
+    *[(f"method.{k}={v}", rf"method\.{k} = {shown}: expected a positive finite number")
+      for k in TEMPERATURES for v, shown in (("0", "0.0"), ("-0.1", "-0.1"), (".nan", "nan"))],
+    ("optim.lr=-0.1", r"optim\.lr = -0\.1: expected a positive finite number"),
+    ("optim.lr=0", r"optim\.lr = 0\.0: expected a positive finite number"),
+    ("optim.lr=.nan", r"optim\.lr = nan: expected a positive finite number"),
+    ("train.knn_t=0", r"train\.knn_t = 0\.0: expected a positive finite number"),
+    ("method.queue_size=1000", r"method\.queue_size = 1000: expected a multiple of the global batch "
+                               r"optim\.batch_size \(256\); e\.g\. 1024"),
+    ("method.hyper_layers=[layer3,layer6]", r"'layer6' is not a stage"),
+    ("method.hyper_layers=[]", r"method\.hyper_layers = \[\]: expected a non-empty list"),
+    ("method.hyper_layers=[layer4,layer4]", r"a non-empty list of distinct names"),
+])
+def test_invalid_values_are_named_in_one_cli_error(tmp_path, capsys, override, message):
+    """Extends test_invalid_values_are_named above: every temperature, zero/negative/NaN, the CLI."""
+    with pytest.raises(ConfigError, match=message):
+        load_config("cifar10", [override]).validate()
+    assert main(["pretrain", "cifar10", override, f"out_dir={tmp_path / 'run'}", "train.device=cpu"]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert err.startswith("error: invalid config:\n  ") and re.search(message, err), err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_every_invalid_value_is_listed_at_once():
+    cfg = load_config("cifar10", ["optim.lr=0", "method.temp_teacher_global=-1", "method.queue_size=100"])
+    with pytest.raises(ConfigError) as info:
+        cfg.validate()
+    listed = str(info.value).splitlines()[1:]
+    assert [x.split(" = ")[0].strip() for x in listed] == ["method.temp_teacher_global", "optim.lr",
+                                                            "method.queue_size"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_queue_must_divide_by_the_global_batch_of_any_process_count():
+    cfg = load_config("cifar10", ["optim.batch_size=96", "method.queue_size=4096", "model.bn_mode=shuffle"])
+    with pytest.raises(ConfigError, match=r"method\.queue_size = 4096: expected a multiple of the global batch "
+                                          r"optim\.batch_size \(96\); e\.g\. 4128"):
+        cfg.validate(world_size=3)

@@ -1,0 +1,231 @@
+"""Each method's shapes and terms, and CGH's loss checked against the equations of docs/method.md#losses (recomputed in
+NumPy: tests/reference.py). The hypercolumn head: tests/unit/test_heads.py."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cgh.methods import METHODS, build_method
+from tests.helpers import SMALL_BATCH, SMALL_QUEUE, small_cfg, views
+from tests.reference import np_info_nce, np_relation
+
+B, K = SMALL_BATCH, SMALL_QUEUE  # the batch of views() and the queue of small_cfg()
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_forward_backward_and_queue(name):
+    method = build_method(small_cfg(name))
+    loss, terms = method(views(), momentum=0.99, step=0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert all(torch.isfinite(v) and not v.requires_grad for v in terms.values())
+    loss.backward()
+    assert all(p.grad is None for p in method.teacher.parameters())  # the teacher never receives a gradient
+    assert all(not p.requires_grad for p in method.teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.backbone.parameters())
+    assert int(method.queue.ptr) == B
+
+
+def test_cgh_has_two_queues_in_lockstep_and_hyper_gradients():
+    method = build_method(small_cfg("cgh", loss_warmup_epochs=0))
+    for _ in range(3):
+        loss, _ = method(views(), 0.99, step=10)
+        loss.backward()
+    assert int(method.queue.ptr) == int(method.queue_hyper.ptr) == 3 * B
+    assert method.student.hyper.reduce[0].weight.grad.abs().sum() > 0
+    assert method.student.projector[0].weight.grad.abs().sum() > 0
+
+
+def features(method, weak, strong):
+    """q, qh from the student and k, kh from the teacher, recomputed outside the method (train-mode BN)."""
+    with torch.no_grad():
+        s, t = method.student(strong), method.teacher(weak)
+        return [F.normalize(x, dim=1).double().numpy() for x in (s.z, s.zh, t.z, t.zh)]
+
+
+@pytest.mark.parametrize("context", ["cross", "same"])
+@pytest.mark.parametrize("step,warmup", [(0, 4), (2, 4), (4, 4), (9, 4)])
+def test_cgh_loss_matches_equations(context, step, warmup):
+    cfg = small_cfg("cgh", context=context, loss_warmup_epochs=1)
+    method = build_method(cfg, steps_per_epoch=warmup)
+    method.shuffle = False  # recomputing the features below needs the same BN batches
+    queue, queue_h = method.queue.queue.double().numpy().copy(), method.queue_hyper.queue.double().numpy().copy()
+    weak, strong = views()
+    loss, terms = method([weak, strong], momentum=1.0, step=step)  # m = 1: the teacher stays as it was
+    q, qh, k, kh = features(method, weak, strong)
+    m = cfg.method
+    lq, lqh, lk, lkh = q @ queue.T, qh @ queue_h.T, k @ queue.T, kh @ queue_h.T
+    if context == "cross":  # docs/method.md#cross-context-losses: hyper student <- global teacher; global student <-
+                            # hyper teacher
+        l_hyper = np_relation(lqh, lk, m.temp_student_hyper, m.temp_teacher_global)
+        l_csist = np_relation(lq, lkh, m.temp_student_global, m.temp_teacher_hyper)
+    else:  # ablation: each context learns from its own teacher
+        l_hyper = np_relation(lqh, lkh, m.temp_student_hyper, m.temp_teacher_hyper)
+        l_csist = np_relation(lq, lk, m.temp_student_global, m.temp_teacher_global)
+    l_cl = np_info_nce(q, k, queue, m.temperature) + np_info_nce(qh, kh, queue_h, m.temperature)
+    alpha = step / warmup
+    w = (1 - alpha, alpha / 2, alpha / 2) if step < warmup else (0.0, 0.5, 0.5)  # docs/method.md#loss-weights
+    expected = w[0] * l_cl + w[1] * l_hyper + w[2] * l_csist
+    assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert terms["hyper"].item() == pytest.approx(l_hyper, rel=1e-4)
+    assert terms["csist"].item() == pytest.approx(l_csist, rel=1e-4)
+    assert ("nce" in terms) == (step < warmup)
+
+
+def test_cgh_multicrop_averages_local_terms_into_csist():
+    cfg = small_cfg("cgh", num_local=2, loss_warmup_epochs=0)
+    method = build_method(cfg)
+    method.shuffle = False
+    queue, queue_h = method.queue.queue.double().numpy().copy(), method.queue_hyper.queue.double().numpy().copy()
+    weak, strong, l1, l2 = views(2) + views(2, size=8)
+    loss, terms = method([weak, strong, l1, l2], momentum=1.0, step=0)
+    q, qh, k, kh = features(method, weak, strong)
+    with torch.no_grad():
+        locals_ = [F.normalize(method.student(x, hyper=False).z, dim=1).double().numpy() for x in (l1, l2)]
+    m = cfg.method
+    lkh = kh @ queue_h.T
+    # docs/method.md#multi-crop: csist <- (L_csist + sum_l L_local_l) / (n_local + 1); locals learn the hypercolumn
+    # teacher
+    parts = [np_relation(x @ queue.T, lkh, m.temp_student_global, m.temp_teacher_hyper) for x in [q, *locals_]]
+    l_hyper = np_relation(qh @ queue_h.T, k @ queue.T, m.temp_student_hyper, m.temp_teacher_global)
+    assert terms["csist"].item() == pytest.approx(np.mean(parts), rel=1e-4)
+    assert loss.item() == pytest.approx(0.5 * l_hyper + 0.5 * np.mean(parts), rel=1e-4)
+
+
+def test_head_bn_option_puts_bn_in_every_mlp():
+    cfg = small_cfg("cgh", head_bn=True)
+    cfg.model.bn_mode, cfg.model.bn_splits = "split", 2
+    method = build_method(cfg)
+    from cgh.backbone import SplitBatchNorm1d
+
+    assert isinstance(method.student.projector[1], SplitBatchNorm1d)
+    assert isinstance(method.student.hyper.mlp[1], SplitBatchNorm1d)
+    assert isinstance(method.teacher.projector[1], SplitBatchNorm1d)
+    loss, _ = method(views(), 0.99, 0)
+    loss.backward()
+    assert method.student.projector[1].weight.grad is not None
+    assert len(build_method(small_cfg("cgh")).student.projector) == 3  # the authors' heads: no BN
+                                                                       # (docs/method.md#global-head)
+
+
+def test_cgh_directions_can_be_switched_off():
+    method = build_method(small_cfg("cgh", global_from_hyper=False, loss_warmup_epochs=0))
+    _, terms = method(views(), 0.99, 0)
+    assert set(terms) == {"hyper", "w_nce"} and method.needs_find_unused
+    with pytest.raises(ValueError, match="at least one"):
+        build_method(small_cfg("cgh", global_from_hyper=False, hyper_from_global=False))
+
+
+def test_cgh_centering_uses_the_batch_mean():
+    method = build_method(small_cfg("cgh", centering=True, center_momentum=0.9, loss_warmup_epochs=0))
+    method.shuffle = False
+    queue = method.queue.queue.clone()
+    weak, strong = views()
+    method([weak, strong], momentum=1.0, step=0)
+    with torch.no_grad():
+        k = F.normalize(method.teacher(weak).z, dim=1)
+    expected = 0.1 * (k @ queue.T).mean(0, keepdim=True)  # docs/method.md#centering with the mean (the authors used the
+                                                          # sum)
+    torch.testing.assert_close(method.center, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_ressl_loss_matches_equation():
+    cfg = small_cfg("ressl")
+    method = build_method(cfg)
+    method.shuffle = False
+    queue = method.queue.queue.double().numpy().copy()
+    weak, strong = views()
+    loss, _ = method([weak, strong], momentum=1.0)
+    q, _, k, _ = (x for x in features_global(method, weak, strong))
+    expected = np_relation(q @ queue.T, k @ queue.T, cfg.method.temp_student_global, cfg.method.temp_teacher_global)
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_mocov2_loss_matches_equation():
+    cfg = small_cfg("mocov2", temperature=0.2)
+    method = build_method(cfg)
+    method.shuffle = False
+    queue = method.queue.queue.double().numpy().copy()
+    x_k, x_q = views()
+    loss, _ = method([x_k, x_q], momentum=1.0)
+    q, _, k, _ = features_global(method, x_k, x_q)
+    assert loss.item() == pytest.approx(np_info_nce(q, k, queue, 0.2), rel=1e-4)
+
+
+def features_global(method, weak, strong):
+    with torch.no_grad():
+        s, t = method.student(strong, hyper=False), method.teacher(weak, hyper=False)
+        return F.normalize(s.z, dim=1).double().numpy(), None, F.normalize(t.z, dim=1).double().numpy(), None
+
+
+def test_split_bn_shuffled_teacher_runs_and_keeps_batch_order():
+    cfg = small_cfg("ressl")
+    cfg.model.bn_mode, cfg.model.bn_splits = "split", 4
+    method = build_method(cfg)
+    assert method.shuffle
+    method.eval()  # eval-mode BN: per-row outputs, so a shuffled forward must equal an unshuffled one
+    from cgh.methods.common import teacher_forward
+
+    x = torch.randn(B, 3, 16, 16)
+    torch.testing.assert_close(teacher_forward(method.teacher, x, shuffle=True).z,
+                               teacher_forward(method.teacher, x, shuffle=False).z)
+
+
+def test_ressl_warmup_ramps_from_infonce_into_the_relation_loss():
+    """ressl_warmup (a departure, off by default): loss = (1 - a) InfoNCE + a relation, a = step / warm-up steps."""
+    cfg = small_cfg("ressl", ressl_warmup=True, loss_warmup_epochs=1, temperature=0.2)
+    method = build_method(cfg, steps_per_epoch=10)
+    method.shuffle = False
+    queue = method.queue.queue.double().numpy().copy()
+    weak, strong = views()
+    loss, terms = method([weak, strong], momentum=1.0, step=4)
+    q, _, k, _ = features_global(method, weak, strong)
+    relation = np_relation(q @ queue.T, k @ queue.T, cfg.method.temp_student_global, cfg.method.temp_teacher_global)
+    nce = np_info_nce(q, k, queue, 0.2)
+    assert loss.item() == pytest.approx(0.6 * nce + 0.4 * relation, rel=1e-4)
+    assert terms["w_nce"].item() == pytest.approx(0.6) and "nce" in terms
+    _, after = method(views(), momentum=1.0, step=10)  # past the warm-up: the relation loss alone
+    assert "nce" not in after and after["w_nce"].item() == 0.0
+
+
+def test_ressl_without_warmup_is_the_official_loss_bit_for_bit():
+    torch.manual_seed(0)
+    plain = build_method(small_cfg("ressl"), steps_per_epoch=10)
+    torch.manual_seed(0)
+    off = build_method(small_cfg("ressl", ressl_warmup=False, loss_warmup_epochs=3), steps_per_epoch=10)
+    v = views()
+    torch.manual_seed(1)
+    a, terms = plain(v, momentum=0.99, step=2)
+    torch.manual_seed(1)
+    b, _ = off(v, momentum=0.99, step=2)
+    assert torch.equal(a, b) and set(terms) == {"relation"}
+
+
+@pytest.mark.parametrize("epochs,floor,steps_per_epoch,expected", [(5, 0, 20, 100), (1, 600, 20, 600),
+                                                                   (5, 600, 195, 975), (0, 0, 20, 0), (0, 50, 20, 50)])
+def test_loss_warmup_floor_in_steps(epochs, floor, steps_per_epoch, expected):
+    from cgh.methods import loss_warmup_steps
+
+    m = small_cfg("cgh", loss_warmup_epochs=epochs, loss_warmup_min_steps=floor).method
+    assert loss_warmup_steps(m, steps_per_epoch) == expected
+    assert build_method(small_cfg("cgh", loss_warmup_epochs=epochs, loss_warmup_min_steps=floor),
+                        steps_per_epoch=steps_per_epoch).warmup_steps == expected
+
+
+def test_hyper_bn_plain_normalises_the_whole_batch_in_the_hypercolumn_head():
+    from cgh.backbone import SplitBatchNorm
+
+    cfg = small_cfg("cgh", hyper_bn="plain", head_bn=True)
+    cfg.model.bn_mode, cfg.model.bn_splits = "split", 4
+    method = build_method(cfg)
+    hyper_norms = [m for m in method.student.hyper.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert hyper_norms and not any(isinstance(m, SplitBatchNorm) for m in hyper_norms)
+    assert type(method.student.hyper.reduce[1]) is torch.nn.BatchNorm2d
+    assert any(isinstance(m, SplitBatchNorm) for m in method.student.backbone.modules())  # the backbone keeps splits
+    cfg.method.hyper_bn = "split"
+    split = build_method(cfg)
+    assert isinstance(split.student.hyper.reduce[1], SplitBatchNorm)
+    # same parameter and buffer names either way: checkpoints of one load into the other
+    assert method.state_dict().keys() == split.state_dict().keys()
+    loss, _ = method(views(batch=8), momentum=0.99, step=0)
+    assert torch.isfinite(loss)
