@@ -1,14 +1,25 @@
 """Loading a pretrained backbone for evaluation, export and transfer: ``cgh.load_backbone(path)``.
 
-Accepted files (all read with ``weights_only=True``):
-  - a ``cgh pretrain`` checkpoint (any method): the student's backbone (``which="teacher"`` for the EMA teacher),
-    and for CGH the trained hypercolumn head;
-  - a torchvision-format state dict (``cgh export --format torchvision``, or ``torchvision.models.resnetNN``'s own
-    weights): keys ``conv1.weight``, ``layer1.0.conv1.weight``, ... with or without ``fc``;
-  - the authors' checkpoints (``{"net": {"module.encoder_q.conv1.weight": ...}}``, docs/evaluation.md#knn-evaluation,
-  docs/evaluation.md#linear-probe), whose projection
-    head is dropped.
-The architecture (resnet18/34/50/101), stem (7x7 or 3x3 conv1) and width are read off the weights' shapes.
+Accepted files, recognised from their keys (the table is ``cgh.checkpoint_formats.LAYOUTS``, which also says which
+layouts were checked against their public code); ``model.info["format"]`` names the one found:
+  - ``cgh-checkpoint``: a ``cgh pretrain`` checkpoint (any method): the student's backbone (``which="teacher"`` for
+    the EMA teacher), and for CGH the trained hypercolumn head;
+  - ``torchvision``: a torchvision-format state dict (``cgh export --format torchvision``, or
+    ``torchvision.models.resnetNN``'s own weights): ``conv1.weight``, ``layer1.0.conv1.weight``, ... with or without
+    ``fc``;
+  - ``authors``: the CGH authors' checkpoints (``{"net": {"module.encoder_q.conv1.weight": ...}}``,
+    docs/evaluation.md#knn-evaluation, docs/evaluation.md#linear-probe);
+  - ``moco``: the official MoCo v1/v2 checkpoints (``{"state_dict": {"module.encoder_q.*"}}``, head in ``fc``);
+  - ``ressl``: the official ReSSL checkpoints (``{"model": {"module.encoder_q.net.*"}}``);
+  - ``solo-learn``: solo-learn's Lightning checkpoints (``{"state_dict": {"backbone.*", "classifier.*", ...}}``);
+  - ``lightly``: lightly-style ``backbone.*`` state dicts, with torchvision's names or as the slots of
+    ``nn.Sequential(*resnet.children()[:-1])`` (``backbone.0.weight`` ... ``backbone.7.1.bn2.bias``).
+Each may sit in the file itself or under ``state_dict`` / ``model`` (one level deeper too), with or without DDP's
+``module.`` prefix (``info["ddp"]``). Only the query/online backbone is kept: heads (``fc``, projectors, predictors,
+classifiers), key encoders, momentum copies and queues are dropped (``info["dropped"]``). Every file is read with
+``weights_only=True``; a file of none of these layouts is a CheckpointError listing the layouts looked for and the
+keys found. The architecture (resnet18/34/50/101), stem (7x7 or 3x3 conv1) and width are read off the weights'
+shapes.
 """
 
 from __future__ import annotations
@@ -21,7 +32,8 @@ import torch
 from torch import nn
 
 from cgh.backbone import ARCHS, STAGE_NAMES, ResNet
-from cgh.checkpoint import FORMAT, check_checkpoint, load_file
+from cgh.checkpoint import FORMAT, check_checkpoint
+from cgh.checkpoint_formats import backbone_state_dict, detect, file_info, read_checkpoint
 from cgh.config import config_from_dict
 from cgh.errors import CheckpointError
 from cgh.heads import HypercolumnHead, stack_hypercolumn
@@ -99,11 +111,12 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
     if which not in ("student", "teacher"):
         raise ValueError(f"which must be 'student' or 'teacher', got {which!r}")
     path = Path(path)
-    obj = load_file(path)
+    obj, stood_in = read_checkpoint(path)
     info: dict[str, Any] = {"path": str(path)}
     hyper_sd: dict[str, torch.Tensor] = {}
     hyper_kw: dict[str, Any] = {}
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+    match = detect(obj, path)
+    if match.layout.name == FORMAT:
         check_checkpoint(obj, path)
         model_sd = obj["model"]
         cfg = config_from_dict(obj["config"], origin=str(path))
@@ -115,23 +128,22 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
         hyper_kw = dict(layers=tuple(m.hyper_layers), resize=m.hyper_resize, target=m.hyper_target, scale=m.hyper_scale,
                         l2norm=m.hyper_l2norm, hid_dim=m.hid_dim, out_dim=m.hyper_dim,
                         mlp_norm_layer=nn.BatchNorm1d if m.head_bn else None)
-    elif isinstance(obj, dict) and "net" in obj and isinstance(obj["net"], dict):  # the authors' checkpoints
-        # Only the student (encoder_q) is the backbone; encoder_k, the queues and the hypercolumn heads are dropped,
-        # and so is fc, which holds their projection MLP (docs/evaluation.md#knn-evaluation).
-        sd = {k: v for prefix in ("module.encoder_q.", "encoder_q.") for k, v in _strip(obj["net"], prefix).items()
-              if not k.startswith("fc.")}
-        info.update(format="authors", method="cgh", epoch=obj.get("epoch"))
-    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        sd = _strip_any(obj, ("module.", "backbone.", "encoder."))
-        info.update(format="torchvision")
     else:
-        raise CheckpointError(f"{path}: not a cgh checkpoint, a torchvision state dict or an authors' checkpoint")
+        # Only the query/online backbone is kept; what lies outside its prefix (key encoders, momentum copies,
+        # projectors, classifiers, queues) and the heads under it (fc) are dropped.
+        sd, dropped = backbone_state_dict(match, path)
+        info.update(format=match.layout.name, **file_info(obj, match), ddp=match.ddp, dropped=dropped)
+    if stood_in:
+        info["stood_in"] = stood_in  # metadata classes of the file that were not loaded (cgh.checkpoint_formats)
     if not sd:
         raise CheckpointError(f"{path}: no backbone weights found (no {which}.backbone.* or conv1/layerN keys)")
 
     arch, stem, width = infer_architecture(sd, path)
     info.update(arch=arch, stem=stem, width=width)
     backbone = ResNet(arch, stem=stem, width=width, num_classes=0)
+    if info["format"] == "solo-learn" and stem == "cifar":
+        backbone.conv1.padding = (2, 2)  # solo-learn's CIFAR conv1: 3x3, stride 1, padding 2 (ours has padding 1)
+        info["conv1_padding"] = 2
     sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
     _load_strict(backbone, sd, path, "backbone")
     head = None
@@ -166,17 +178,6 @@ def infer_architecture(sd: dict[str, torch.Tensor], path: Path | str = "") -> tu
 
 def _strip(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-
-
-def _strip_any(sd: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in sd.items():
-        for p in prefixes:
-            if k.startswith(p):
-                k = k[len(p):]
-                break
-        out[k] = v
-    return out
 
 
 def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], path, what: str) -> None:

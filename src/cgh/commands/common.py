@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from cgh.augment import dataset_normalization
-from cgh.checkpoint import FORMAT, load_file
+from cgh.checkpoint import FORMAT
+from cgh.checkpoint_formats import read_checkpoint
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, preset_names
 from cgh.data import open_split
 from cgh.data.decode import eval_resize
@@ -173,7 +174,7 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
     """Load the backbone and open the evaluation splits as the flags and the checkpoint's config say."""
     device = resolve_device(args.device)
     path = args.checkpoint
-    obj = load_file(path)  # CheckpointError for a missing, empty, truncated or unsafe file
+    obj, _ = read_checkpoint(path)  # CheckpointError for a missing, empty, truncated or unsafe file
     ckpt_config = obj.get("config") if isinstance(obj, dict) and obj.get("format") == FORMAT else None
     del obj
     model = load_backbone(path, which=getattr(args, "which", "student"), map_location=device)
