@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "semisup": ("cgh.commands.semisup", "fine-tune with 1%% / 10%% of the labels"),
     "cluster": ("cgh.commands.cluster", "k-means on the features: NMI, AMI, ARI, Hungarian accuracy"),
     "tsne": ("cgh.commands.tsne", "t-SNE picture of chosen classes, one panel per checkpoint"),
+    "embed": ("cgh.commands.embed", "write every image's features (.npy) and index, label, path (.csv / .parquet)"),
+    "neighbors": ("cgh.commands.neighbors", "PNG grid of test images and their nearest neighbours in the bank"),
     "plot": ("cgh.commands.plot", "kNN accuracy and loss against epoch from runs' metrics.jsonl"),
     "export": ("cgh.commands.export", "export the backbone to torchvision or detectron2 format"),
     "cost": ("cgh.commands.cost", "time one training step of supervised, MoCo-v2, ReSSL and CGH (Table 3)"),

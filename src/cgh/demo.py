@@ -7,9 +7,12 @@ at random initialisation and against raw pixels; and writes a report into the ru
 of this is repeated for N training seeds and the report gives mean +- std over them:
 
     report.md / report.html   results table, ranking with margins, kNN-vs-epoch curves, t-SNE panels side by side,
+                              a nearest-neighbour grid per method,
                               the training-cost table relative to supervised training, seeds, config and versions
     results.json              every number of the report, each seed's and the aggregated ones
     curves.png, tsne.png      the figures (of the first seed)
+    neighbors_<method>.png    per method, NEIGHBOUR_QUERIES test images and their NEIGHBOUR_K nearest training images
+                              (first seed; the same queries for every method)
     runs/<method>/            each pretraining run (config.yaml, metrics.jsonl, checkpoints/last.pt);
                               runs/<method>-s<seed>/ with several seeds
 
@@ -46,6 +49,8 @@ DEMO_DATASETS = {"synthetic": [], "digits": ["data.name=digits", "method.queue_s
                                              "train.knn_every=5"]}
 
 DEMO_METHODS = ("cgh", "ressl", "mocov2")  # pretrained in this order, each against the same random init
+# The report's nearest-neighbour grid of each method: this many test images, each with its k nearest training images.
+NEIGHBOUR_QUERIES, NEIGHBOUR_K = 6, 8
 
 # The quick variant: enough to exercise every step, in under a minute on 2 cores (the tests run it). Its warm-up is
 # one epoch without the preset's floor of 600 steps, so that its 48 steps reach the relation losses.
@@ -113,6 +118,7 @@ def evaluate_encoder(enc: Encoder, train_src, test_src, cfg: Config, num_classes
     clusters = cluster_and_score(te.numpy(), yte.numpy(), num_classes, seed=cfg.seed)
     out["nmi"], out["cluster_acc"] = 100 * clusters["nmi"], 100 * clusters["acc"]
     out["test_features"] = (te, yte)
+    out["train_features"] = (tr, ytr)
     log(f"  {METHOD_LABELS[enc.name]:<12} kNN {out['knn_top1']:5.1f}%  linear global {out['linear_global']:5.1f}%  "
         f"hypercolumn {out['linear_hypercolumn']:5.1f}%  NMI {out['nmi']:5.1f}")
     return out
@@ -127,6 +133,30 @@ def raw_pixel_knn(train_src, test_src, num_classes: int, k: int, t: float) -> fl
     return knn_evaluate((x - mean) / std, train_src.labels, (xt - mean) / std, test_src.labels, num_classes,
                         ks=(k,), t=t)[k]["top1"]
 
+
+
+def neighbour_grids(out: Path, encoders: list[Encoder], train_features: dict, test_features: dict, train_src,
+                    test_src, cfg: Config, seed: int) -> dict[str, Any]:
+    """One nearest-neighbour grid per method (``neighbors_<method>.png``) from the features already extracted for the
+    evaluation: NEIGHBOUR_QUERIES test images drawn with ``seed`` (the same for every method), their NEIGHBOUR_K
+    most cosine-similar training images. Returns what the report and results.json say about them."""
+    from cgh.evaluate.neighbors import nearest_neighbours, neighbours_figure, select_queries
+
+    query_index = select_queries(len(test_src), min(NEIGHBOUR_QUERIES, len(test_src)), seed)
+    k = min(NEIGHBOUR_K, len(train_src))
+    grids: dict[str, Any] = {}
+    for e in encoders:
+        (bank, bank_labels), (queries, query_labels) = train_features[e.name], test_features[e.name]
+        result = nearest_neighbours(bank, bank_labels, queries[query_index], query_labels[query_index], k,
+                                    query_index=query_index)
+        name = f"neighbors_{e.name}.png"
+        neighbours_figure(result, test_src, train_src, out / name, image_size=cfg.data.image_size,
+                          title=f"{METHOD_LABELS[e.name]} (epoch {e.model.info.get('epoch', 0)}), global features: "
+                                f"test images and their nearest training images")
+        found = result.to_dict()
+        grids[e.name] = {"file": name, "precision_at_k": found["precision_at_k"], "queries": found["queries"]}
+    return {"k": k, "num_queries": len(query_index), "seed": seed, "features": "global",
+            "query_index": query_index.tolist(), "methods": grids}
 
 
 def aggregate(by_seed: dict[str, dict[str, dict[str, float]]]) -> tuple[dict, dict]:
@@ -209,7 +239,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
     timings["evaluation"] = time.time() - t0
 
     # ---- 3. figures, of the first seed ----------------------------------------------------------------------------
-    log(f"[3/{n_steps}] figures: kNN curves and t-SNE", flush=True)
+    log(f"[3/{n_steps}] figures: kNN curves, t-SNE and nearest neighbours", flush=True)
     t0 = time.time()
     s0, title = seed_list[0], DATASET_TITLES.get(data["name"], data["name"])
     first = [e for e in encoders[s0] if e.run_dir]
@@ -225,6 +255,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
     tsne_figure(panels, train_src.classes, out / "tsne.png", seed=s0,
                 title=f"t-SNE of the {title} test split ({len(test_src)} images, {num_classes} classes)"
                       + (f", seed {s0}" if n > 1 else ""))
+    train_features = {s: {e: r.pop("train_features") for e, r in by_seed[str(s)].items()} for s in seed_list}
+    neighbours = neighbour_grids(out, first, train_features[s0], test_features[s0], train_src, test_src, cfg, s0)
     timings["figures"] = time.time() - t0
 
     # ---- 4. training cost relative to supervised (does not depend on the seed) ------------------------------------
@@ -243,7 +275,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
     # results has the one-seed shape (the means over seeds); every seed's numbers are in results_by_seed
     summary = {"results": results, "std": std, "results_by_seed": by_seed,
                "gain_over_random": gains_over_random(by_seed, methods), "raw_pixel_knn": raw,
-               "cost": cost_result, "timings": timings, "seed": seed_list[0], "seeds": seed_list, "quick": quick,
+               "neighbours": neighbours, "cost": cost_result, "timings": timings, "seed": seed_list[0],
+               "seeds": seed_list, "quick": quick,
                "dataset": dataset, "data": data, "methods": methods, "config": cfg.to_dict(),
                "versions": {"cgh": __version__, "torch": torch.__version__, "python": platform.python_version()}}
     run_config = method_config(configs[seed_list[0]], "cgh", out / "runs" / run_name("cgh", seed_list[0], n))

@@ -154,6 +154,28 @@ def _data_sentence(data: dict[str, Any]) -> str:
 
 
 
+def _neighbour_blocks(neighbours: dict[str, Any] | None, methods: list[str], seed: int, n_seeds: int) -> list[tuple]:
+    """The nearest-neighbour section: one grid per method (cgh.demo.neighbour_grids), with its precision@k."""
+    if not neighbours or not neighbours.get("methods"):
+        return []
+    k, grids = neighbours["k"], neighbours["methods"]
+    shown = [m for m in methods if m in grids]
+    precision = ", ".join(f"{METHOD_LABELS[m]} {grids[m]['precision_at_k']:.1f}%" for m in shown)
+    blocks: list[tuple] = [
+        ("h", 2, "Nearest neighbours"),
+        ("p", f"{neighbours['num_queries']} test images (left; the same for every method, drawn with seed "
+              f"{neighbours['seed']}) and the {k} training images nearest to each in the method's pooled backbone "
+              f"features (cosine, the similarity the kNN classifier votes with)"
+              f"{f', runs of seed {seed} (the first seed) only' if n_seeds > 1 else ''}. A green frame marks a "
+              f"neighbour of the query's "
+              f"class, a red one another class. **Precision@{k}** (the share of green frames): {precision}. "
+              f"`cgh neighbors CHECKPOINT` draws the same grid for any run."),
+    ]
+    for m in shown:
+        blocks.append(("img", grids[m]["file"], f"{METHOD_LABELS[m]}: nearest neighbours"))
+    return blocks
+
+
 def write_report(out: Path, cfg: Config, methods: list[str], summary: dict[str, Any], cost: dict[str, Any] | None,
                  timings: dict[str, float], quick: bool, command: str, run_config: Config) -> Path:
     """``summary``: results (means), std, results_by_seed, gain_over_random, raw_pixel_knn, seeds and data.
@@ -234,6 +256,7 @@ def write_report(out: Path, cfg: Config, methods: list[str], summary: dict[str, 
               f"{' (the first seed) only' if n > 1 else ''} (compare the supplementary's Fig. 3)."),
         ("img", "tsne.png", "t-SNE panels"),
     ]
+    blocks += _neighbour_blocks(summary.get("neighbours"), methods, seeds[0], n)
     if cost:
         table = format_table(cost).splitlines()
         header = [c.strip() for c in table[2].strip("|").split("|")]

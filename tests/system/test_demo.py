@@ -86,6 +86,38 @@ def test_quick_demo_report_and_figures(quick_demo):
             assert sum(n > 0 for n in img.convert("L").histogram()) > 20  # drawn, not blank
 
 
+def test_quick_demo_neighbour_grids(quick_demo):
+    """One nearest-neighbour grid per method, on the same 6 test queries, in the report and results.json."""
+    import numpy as np
+
+    from cgh.demo import NEIGHBOUR_K, NEIGHBOUR_QUERIES
+    from cgh.evaluate.neighbors import CORRECT_COLOUR, WRONG_COLOUR, grid_pixels
+
+    out, _ = quick_demo
+    grids = json.loads((out / "results.json").read_text())["neighbours"]
+    assert (grids["k"], grids["num_queries"], grids["features"]) == (NEIGHBOUR_K, NEIGHBOUR_QUERIES, "global") == (
+        8, 6, "global")
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "## Nearest neighbours" in md and "**Precision@8**" in md
+    assert list(grids["methods"]) == ["cgh", "ressl", "mocov2"]
+    for method, label in (("cgh", "CGH"), ("ressl", "ReSSL"), ("mocov2", "MoCo-v2")):
+        g = grids["methods"][method]
+        assert g["file"] == f"neighbors_{method}.png"
+        assert f"![{label}: nearest neighbours](neighbors_{method}.png)" in md
+        assert f'<img src="neighbors_{method}.png"' in page
+        assert [q["index"] for q in g["queries"]] == grids["query_index"]  # the same queries for every method
+        hits = [n == q["label"] for q in g["queries"] for n in q["neighbour_labels"]]
+        assert len(hits) == 6 * 8 and g["precision_at_k"] == pytest.approx(100 * sum(hits) / len(hits))
+        assert f"{label} {g['precision_at_k']:.1f}%" in md
+        with Image.open(out / g["file"]) as img:
+            assert img.size == grid_pixels(6, 8)
+            rgb = np.asarray(img.convert("RGB")).astype(int)
+        framed = [int((np.abs(rgb - np.array([round(c * 255) for c in colour])).max(-1) <= 3).sum())
+                  for colour in (CORRECT_COLOUR, WRONG_COLOUR)]
+        # a frame is a ring of about 1200 pixels of its colour: one per neighbour, green where it is right
+        assert framed[0] >= 800 * sum(hits) and framed[1] >= 800 * (len(hits) - sum(hits)), framed
+
+
 def test_demo_refuses_a_non_empty_directory(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     proc = subprocess.run([sys.executable, "-m", "cgh.cli", "demo", "--quick", "--out", str(tmp_path)], cwd=REPO,
