@@ -244,6 +244,15 @@ class TrainConfig:
     """Progress bar on rank 0."""
     max_steps: int = 0
     """Stop after this many steps in total (0: run all epochs). For smoke tests; schedules still span all epochs."""
+    tensorboard: bool = True
+    """Also log every metrics.jsonl record to TensorBoard in RUN/tb/ (when the tensorboard package is installed)."""
+    wandb: str = ""
+    """Also log to this Weights & Biases project ('' = off; needs the wandb package; WANDB_MODE=offline works)."""
+    online_probe: bool = False
+    """Train a linear classifier on the teacher's detached pooled features of each batch and report its test top-1
+    every epoch (cgh.online_probe; needs a labelled pretraining split; training is bit-identical with it off)."""
+    auto_resume: bool = False
+    """Resume when out_dir holds a checkpoint, start otherwise (``--resume auto``): one command line to requeue."""
     stop_on_collapse: bool = False
     """Stop the run (with a checkpoint, status 'collapsed', exit status 3) when the collapse diagnostics
     (cgh.diagnostics) report a sustained collapse; by default the run only prints a warning."""

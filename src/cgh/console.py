@@ -53,6 +53,8 @@ def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...]) -> s
                          + (f" ent {r[f'ent_{context}']:.2f}" if f"ent_{context}" in r else "") + "]")
     if "knn_top1" in r:
         parts.append(f"kNN top-1 {r['knn_top1']:.2f}%")
+    if "probe_top1" in r:
+        parts.append(f"probe top-1 {r['probe_top1']:.2f}%")
     parts.append(f"{r['img_per_s']:.0f} img/s")
     return "  ".join(parts)
 

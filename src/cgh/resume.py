@@ -24,9 +24,10 @@ from cgh.methods import teacher_view
 
 def save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epoch: int, epoch_step: int, step: int,
           metrics: dict[str, Any], world: int, main: bool, keep: bool = False,
-          partial: dict[str, Any] | None = None) -> None:
+          partial: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
     """Gather every process's RNG state and write last.pt (and a numbered copy) on rank 0. ``partial``: the loss
-    sums and step count of the epoch so far, for a mid-epoch checkpoint."""
+    sums and step count of the epoch so far, for a mid-epoch checkpoint; ``extra``: more entries (the online
+    probe's state)."""
     states = [rng_state()]
     if world > 1:
         gathered: list[Any] = [None] * world
@@ -38,7 +39,7 @@ def save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epoc
             "method": cfg.method.name, "arch": cfg.model.arch, "epoch": epoch, "epoch_step": epoch_step,
             "step": step, "world_size": world, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(), "rng": states, "metrics": metrics,
-            "epoch_partial": partial,
+            "epoch_partial": partial, **(extra or {}),
         }
         if keep:  # the numbered copy first: a run killed before last.pt is renamed redoes this epoch end, and both
             numbered = ckpt_dir / f"epoch_{epoch:04d}.pt"
@@ -76,7 +77,8 @@ def find_checkpoint(target: str | os.PathLike) -> Path:
 # Keys that may change on resume without touching the optimisation (everything else must match).
 RESUME_SAFE = ("train.device", "train.progress", "train.log_every", "train.knn_every", "train.knn_max_train",
                "train.ckpt_every", "train.ckpt_every_steps", "train.keep_every", "train.max_steps",
-               "data.num_workers", "data.path", "data.corrupt", "out_dir", "train.compile", "train.stop_on_collapse")
+               "data.num_workers", "data.path", "data.corrupt", "out_dir", "train.compile", "train.stop_on_collapse",
+               "train.tensorboard", "train.wandb", "train.online_probe", "train.auto_resume")
 
 
 def resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) -> Config:

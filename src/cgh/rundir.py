@@ -57,13 +57,21 @@ class MetricsLog:
     """Appends JSON lines to metrics.jsonl on rank 0 (a no-op elsewhere). On resume, ``drop_records_after`` first
     removes what the run logged after its checkpoint, so that every step is logged once."""
 
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: Path, enabled: bool, sinks: list | tuple = ()):
+        self.path, self.enabled, self.sinks = path, enabled, list(sinks) if enabled else []
 
     def write(self, record: dict[str, Any]) -> None:
+        """One record to metrics.jsonl and to every sink (cgh.loggers: TensorBoard, W&B): the one place they are fed."""
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record, allow_nan=True) + "\n")
+            for sink in self.sinks:
+                sink.write(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
 
 def refuse_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> bool:
@@ -84,7 +92,7 @@ def refuse_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: P
 def prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> None:
     """Create the run directory, emptying it first with ``overwrite`` (see ``refuse_run_dir``)."""
     if refuse_run_dir(run_dir, resuming, overwrite, checkpoint):
-        for name in ("checkpoints", "metrics.jsonl", "config.yaml"):
+        for name in ("checkpoints", "metrics.jsonl", "config.yaml", "tb", "wandb", "wandb_id"):
             p = run_dir / name
             if p.is_dir():
                 shutil.rmtree(p)
@@ -94,14 +102,16 @@ def prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: 
 
 
 class StopSignal:
-    """SIGTERM/SIGINT set a flag; the loop finishes its step, writes a checkpoint and stops cleanly."""
+    """SIGTERM, SIGINT and SIGUSR1 set a flag; the loop finishes its step, writes a checkpoint and stops cleanly.
+    SIGUSR1 is what SLURM sends ahead of a job's time limit (``--signal=USR1@90``): `cgh pretrain` then exits with
+    status 75, "requeue me" (cgh.train.EXIT_REQUEUE)."""
 
     def __init__(self):
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
-        for s in (signal.SIGTERM, signal.SIGINT):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             try:
                 self._previous[s] = signal.signal(s, self._handle)
             except ValueError:  # not the main thread (e.g. inside some test runners): no handler

@@ -35,8 +35,10 @@ from cgh.console import epoch_line, print_banner, progress_bar, run_banner
 from cgh.data import build_pretrain_loader, open_split, source_options  # noqa: F401 - source_options: old path
 from cgh.diagnostics import CollapseWatch, is_diagnostic
 from cgh.errors import CGHError, ConfigError
+from cgh.loggers import open_sinks
 from cgh.methods import Method, build_method, teacher_view
 from cgh.monitor import KnnMonitor
+from cgh.online_probe import ProbeMonitor
 from cgh.resume import RESUME_SAFE, find_checkpoint  # noqa: F401 - re-exported
 from cgh.rundir import MetricsLog, StopSignal, default_run_dir, drop_records_after, prepare_run_dir, refuse_run_dir
 from cgh.runtime import autocast, resolve_amp, resolve_device
@@ -44,6 +46,7 @@ from cgh.schedule import lr_at, momentum_at, param_groups
 from cgh.views import pretrain_views
 
 EXIT_COLLAPSED = 3  # `cgh pretrain`'s exit status when train.stop_on_collapse stopped the run
+EXIT_REQUEUE = 75  # ... when SIGUSR1 (a time limit ahead) stopped it with a checkpoint: EX_TEMPFAIL, requeue me
 
 
 class NonFiniteLossError(CGHError, RuntimeError):
@@ -112,6 +115,7 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     partial: dict[str, Any] | None = None  # the epoch meter of a mid-epoch checkpoint
     stop: StopSignal | None = None
+    probe: ProbeMonitor | None = None  # train.online_probe
     main: bool = True
 
     @property
@@ -119,8 +123,9 @@ class Run:
         return self.run_dir / "checkpoints"
 
     def save(self, epoch: int, epoch_step: int, keep: bool = False, partial: dict[str, Any] | None = None) -> None:
+        extra = {"online_probe": self.probe.probe.state()} if self.probe else None
         resume.save(self.ckpt_dir, self.method, self.optimizer, self.scaler, self.cfg, epoch, epoch_step, self.step,
-                    self.metrics, dist.world_size(), self.main, keep=keep, partial=partial)
+                    self.metrics, dist.world_size(), self.main, keep=keep, partial=partial, extra=extra)
 
 
 def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None, overwrite: bool = False) -> Run:
@@ -132,6 +137,11 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
     if device.type == "cuda":
         torch.cuda.set_device(device)
     main = rank == 0
+    if not resume_from and cfg.train.auto_resume:  # the same command line starts the run or continues it
+        if not cfg.out_dir:
+            raise ConfigError("--resume auto (train.auto_resume) needs a fixed run directory: give out_dir=RUN, "
+                              "where a checkpoint of an earlier start is looked for")
+        resume_from = True if (Path(cfg.out_dir) / "checkpoints" / "last.pt").exists() else None
     ckpt, ckpt_path = None, None
     if resume_from:  # the run's own config comes from its checkpoint
         ckpt_path = find_checkpoint(resume_from if resume_from is not True else cfg.out_dir)
@@ -170,11 +180,13 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
     total_steps = o.epochs * steps_per_epoch
     monitor = KnnMonitor(cfg, device, amp_dtype) if t.knn_every else None
 
+    sinks = []
     if main:
         prepare_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite, checkpoint=ckpt_path)
         (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         if ckpt is not None:
             drop_records_after(run_dir / "metrics.jsonl", ckpt["step"])
+        sinks = open_sinks(cfg, run_dir, None if ckpt is None else ckpt["step"])  # TensorBoard, W&B
     dist.barrier()
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
@@ -190,10 +202,21 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
                                 momentum=o.momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     run = Run(cfg, run_dir, device, amp_dtype, method, method, optimizer, scaler, loader, augment, monitor,
-              MetricsLog(run_dir / "metrics.jsonl", main),
+              MetricsLog(run_dir / "metrics.jsonl", main, sinks),
               CollapseWatch(m.queue_size, method.relation_terms, stops=t.stop_on_collapse), lr, steps_per_epoch,
               total_steps, min(total_steps, t.max_steps) if t.max_steps else total_steps, (0, 0), main=main)
+    if t.online_probe:
+        if bool((source.labels >= 0).any()):
+            run.probe = ProbeMonitor(cfg, device, amp_dtype, method.student.backbone.num_features, source.labels,
+                                     test=(monitor.test_src, monitor.test_loader) if monitor else None)
+        elif main:
+            print(f"note: the online probe is off: the pretraining split {source.name} has no labels",
+                  file=sys.stderr, flush=True)
     if ckpt is not None:
+        if run.probe and ckpt.get("online_probe"):
+            run.probe.probe.load(ckpt["online_probe"])
+        elif run.probe and main:
+            print(f"note: {ckpt_path} holds no online probe: it starts afresh at step {ckpt['step']}", flush=True)
         resume.load_states(method, optimizer, scaler, ckpt, ckpt_path, rank)
         run.start, run.step = (ckpt["epoch"], ckpt.get("epoch_step", 0)), ckpt["step"]
         run.metrics, run.partial = dict(ckpt.get("metrics", {})), ckpt.get("epoch_partial")
@@ -256,6 +279,8 @@ def train_one_epoch(run: Run, epoch: int, first_step: int) -> str:
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.step += 1
+        if run.probe is not None:  # on the teacher's detached features: no effect on the step above
+            run.probe.step(run.method.teacher_pooled, batch.labels)
 
         values = {"loss": loss.detach(), **terms}
         meter.add(values)
@@ -319,6 +344,9 @@ def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int
     last = epoch + 1 == epochs or run.step >= run.stop_step
     if run.monitor and ((epoch + 1) % t.knn_every == 0 or last):
         record["knn_top1"] = run.metrics["knn_top1"] = run.monitor(run.method.student)
+    if run.probe:
+        with torch.random.fork_rng(devices=[]):  # a loader may draw a seed: keep training's stream untouched
+            record["probe_top1"] = run.metrics["probe_top1"] = run.probe(run.method.teacher)
     run.metrics.update({k: record[k] for k in ("loss",) if k in record})
     run.log.write(record)
     if run.main:
@@ -339,16 +367,23 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
             print(f"epoch 0: kNN top-1 {acc:.2f}% (random init)", flush=True)
     status = "finished"
     run.model.train()
-    with StopSignal() as run.stop:
-        for epoch in range(run.start[0], run.cfg.optim.epochs):
-            if run.step >= run.stop_step:
-                break
-            status = train_one_epoch(run, epoch, run.start[1] if epoch == run.start[0] else 0)
-            if status != "finished":
-                break
+    try:
+        with StopSignal() as run.stop:
+            for epoch in range(run.start[0], run.cfg.optim.epochs):
+                if run.step >= run.stop_step:
+                    break
+                status = train_one_epoch(run, epoch, run.start[1] if epoch == run.start[0] else 0)
+                if status != "finished":
+                    break
+    except BaseException:
+        run.log.close()
+        raise
     if run.main:
         where = run.ckpt_dir / "last.pt"
-        if status == "stopped":
+        if status == "stopped" and run.stop.signum == signal.SIGUSR1:
+            print(f"stopped by SIGUSR1 (a time limit ahead) at step {run.step}; checkpoint {where}; requeue the "
+                  f"same command with --resume auto (exit status {EXIT_REQUEUE})", flush=True)
+        elif status == "stopped":
             name = signal.Signals(run.stop.signum).name if run.stop.signum else "a signal on another process"
             print(f"stopped by {name} at step {run.step}; checkpoint {where}; continue with: "
                   f"cgh pretrain --resume {run.run_dir}", flush=True)
@@ -358,5 +393,6 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         else:
             print(f"done: {run.step} steps, checkpoint {where}", flush=True)
         run.log.write({"kind": "end", "status": status, "step": run.step, "time": time.time(), **run.metrics})
+    run.log.close()
     dist.barrier()
     return RunResult(run.run_dir, run.step // run.steps_per_epoch, run.step, status, run.metrics, run.stop.signum)

@@ -75,6 +75,7 @@ class CGH(nn.Module):
         s = self.student(strong, hyper=True)
         q, qh = F.normalize(s.z, dim=1), F.normalize(s.zh, dim=1)  # (B, D), (B, Dh)
         t = teacher_forward(self.teacher, weak, self.shuffle, hyper=True)
+        self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.online_probe)
         k, kh = F.normalize(t.z, dim=1), F.normalize(t.zh, dim=1)  # (B, D), (B, Dh), no grad
         queue, queue_h = self.queue.features, self.queue_hyper.features  # (K, D), (K, Dh)
 

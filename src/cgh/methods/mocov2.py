@@ -30,7 +30,9 @@ class MoCoV2(SingleContext):
         ema_update(self.student, self.teacher, momentum)  # before the key forward, as in the authors' code
 
         q = F.normalize(self.student(x_q, hyper=False).z, dim=1)  # (B, D)
-        k = F.normalize(teacher_forward(self.teacher, x_k, self.shuffle, hyper=False).z, dim=1)  # (B, D)
+        t = teacher_forward(self.teacher, x_k, self.shuffle, hyper=False)
+        self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.online_probe)
+        k = F.normalize(t.z, dim=1)  # (B, D)
 
         loss = info_nce(q, k, self.queue.features, self.cfg.temperature)
         terms = {"nce": loss.detach()}

@@ -42,7 +42,9 @@ class ReSSL(SingleContext):
         weak, *strong = views
         ema_update(self.student, self.teacher, momentum)
 
-        k = F.normalize(teacher_forward(self.teacher, weak, self.shuffle, hyper=False).z, dim=1)  # (B, D)
+        t = teacher_forward(self.teacher, weak, self.shuffle, hyper=False)
+        self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.online_probe)
+        k = F.normalize(t.z, dim=1)  # (B, D)
         logits_k = relation_logits(k, self.queue.features)  # (B, K)
         losses, q0 = [], None
         for x in strong:  # the 'global' strong view, then the local crops (equal rows each: a mean of means)
