@@ -9,9 +9,8 @@ backbone loads into torchvision with only ``fc`` missing.
 Stems:
   - ``"imagenet"``: conv 7x7 stride 2, BN, ReLU, max-pool 3x3 stride 2 (torchvision).
   - ``"cifar"``: conv 3x3 stride 1, BN, ReLU, no max-pool. docs/method.md#backbone: the authors use it for CIFAR only;
-  its conv1 has
-    PyTorch's default init there, which we keep. The max-pool is an ``Identity``, so the key set is unchanged and only
-    ``conv1.weight``'s shape differs from torchvision's.
+    its conv1 has PyTorch's default init there, which we keep. The max-pool is an ``Identity``, so the key set is
+    unchanged and only ``conv1.weight``'s shape differs from torchvision's.
 
 ``forward(x)`` returns ``Stages(layer1, layer2, layer3, layer4)``: the block outputs after the final residual ReLU, the
 maps the hypercolumn head stacks (docs/method.md#hypercolumn-head). ``pool(layer4)`` gives the pooled feature from the

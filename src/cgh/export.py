@@ -8,11 +8,11 @@ hypercolumn head and the queues are pretraining machinery and are dropped.
   ``torchvision.models.resnetNN().state_dict()`` minus ``fc.*``, so ``model.load_state_dict(sd, strict=False)`` reports
   only ``fc.weight`` and ``fc.bias`` missing (what the authors' linear probe asserts, docs/evaluation.md#linear-probe).
 - ``detectron2``: the conversion of docs/evaluation.md#detection (MoCo's ``convert-pretrain-to-detectron2.py``):
-``stem.conv1``,
-  ``stem.conv1.norm``, ``layerN`` -> ``res{N+1}``, ``bnK`` -> ``convK.norm``, ``downsample.0/1`` -> ``shortcut`` /
-  ``shortcut.norm``, numpy arrays, pickled as ``{"model": ..., "__author__": "cgh", "matching_heuristics": True}``.
-  Unlike the authors' converter we drop the projection MLP (theirs leaks it as ``stem.fc.*``, which detectron2 then
-  reports as unused) and BN's ``num_batches_tracked`` counters (detectron2's checkpoints carry none).
+  ``stem.conv1``, ``stem.conv1.norm``, ``layerN`` -> ``res{N+1}``, ``bnK`` -> ``convK.norm``, ``downsample.0/1`` ->
+  ``shortcut`` / ``shortcut.norm``, numpy arrays, pickled as ``{"model": ..., "__author__": "cgh",
+  "matching_heuristics": True}``. Unlike the authors' converter we drop the projection MLP (theirs leaks it as
+  ``stem.fc.*``, which detectron2 then reports as unused) and BN's ``num_batches_tracked`` counters (detectron2's
+  checkpoints carry none).
 
 Files are written to a temporary name and renamed, so an interrupted export never leaves a half-written file behind.
 """

@@ -18,9 +18,8 @@ frozen, so this is exact). Best and final top-1 / top-5 are reported.
 
 Protocols (every number is also a flag):
   - ``imagenet`` = the authors' (docs/evaluation.md#linear-probe, = ReSSL's linear_eval): SGD lr 0.3 (NOT batch-scaled),
-  momentum 0.9,
-    wd 0, 100 epochs, per-iteration cosine to 0, no warm-up, batch 256, train RRC(224, 0.08-1) + flip, test Resize 256
-    + CenterCrop 224, no feature normalisation.
+    momentum 0.9, wd 0, 100 epochs, per-iteration cosine to 0, no warm-up, batch 256, train RRC(224, 0.08-1) + flip,
+    test Resize 256 + CenterCrop 224, no feature normalisation.
   - ``small`` (default for every other dataset): the same optimiser, schedule, epochs and batch, but on precomputed
     features (``augment="none"``) with the non-affine BN in front. Why: on 32-96 px datasets the probe's accuracy is
     decided by the features, and the cached path makes 100 epochs cost one feature pass instead of 100 backbone passes
