@@ -29,6 +29,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 import cgh.augment as A
+import cgh.augment_ops as OPS
 
 # (batch, input side, output side): the two shapes asked for, plus STL-10's 96 -> 64 recipe
 # (docs/method.md#small-datasets), where crops are shrunk and the antialiased path of the crop runs.
@@ -135,10 +136,10 @@ def matrix_path_crop(images, size, scale, ratio, flip_p):
     """Our crop with its antialiased matrix path forced (it is chosen only when a crop is shrunk), to measure what the
     grid_sample path saves where both are exact."""
     batch, _, height, width = images.shape
-    top, left, h, w = A._crop_boxes(batch, height, width, scale, ratio, images.device)
+    top, left, h, w = OPS.crop_boxes(batch, height, width, scale, ratio, images.device)
     flip = (torch.rand(batch) < flip_p).view(-1, 1, 1)
-    ry = A._resample_matrix(top, h, size, height)
-    rx = A._resample_matrix(left, w, size, width)
+    ry = OPS.resample_matrix(top, h, size, height)
+    rx = OPS.resample_matrix(left, w, size, width)
     rx = torch.where(flip, rx.flip(1), rx)
     return torch.matmul(ry.unsqueeze(1), torch.matmul(images, rx.transpose(1, 2).unsqueeze(1)))
 
@@ -209,7 +210,7 @@ def main() -> None:
         xf = torch.rand(batch, 3, side, side)
         ms = [
             1e3 * median_seconds(lambda: crop(xf, size, (0.2, 1.0), (3 / 4, 4 / 3), 0.5), reps)  # noqa: B023
-            for crop in (A._random_resized_crop, matrix_path_crop)
+            for crop in (OPS.random_resized_crop, matrix_path_crop)
         ]
         for mode in ("slice", "resample"):
             k = torch.nn.Sequential(
@@ -238,7 +239,7 @@ def main() -> None:
         )._strong_colour
         fns = (
             lambda: cj(xf),  # noqa: B023
-            lambda: A._color_jitter(xf, (0.4, 0.4, 0.4, 0.1), 0.8),  # noqa: B023
+            lambda: OPS.color_jitter(xf, (0.4, 0.4, 0.4, 0.1), 0.8),  # noqa: B023
             lambda: blur(xf),  # noqa: B023
             lambda: ours_blur(xf, kernel),  # noqa: B023
         )

@@ -11,19 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cgh.augment import (
-    NORMALIZATION,
-    AugParams,
-    EvalTransform,
-    ViewAugment,
-    ViewSpec,
-    _adjust_hue,
-    _color_jitter,
-    _crop_boxes,
-    _gaussian_blur,
-    _random_resized_crop,
-    pretrain_views,
-)
+from cgh.augment import NORMALIZATION, AugParams, EvalTransform, ViewAugment, ViewSpec, pretrain_views
+from cgh.augment_ops import adjust_hue, color_jitter, crop_boxes, gaussian_blur, random_resized_crop
 from cgh.data.loaders import Batch
 from tests.reference import torchvision_resized_crop
 
@@ -156,21 +145,21 @@ def test_hue_matches_kornia_adjust_hue_including_greys_and_ties():
     x[:4, 1] = x[:4, 0]  # R == G ties
     x[4:8, 2] = x[4:8, 1]  # G == B ties
     shift = torch.linspace(-0.5, 0.5, 16)
-    torch.testing.assert_close(_adjust_hue(x, shift), KE.adjust_hue(x, shift * 2 * math.pi), rtol=0, atol=1e-5)
-    torch.testing.assert_close(_adjust_hue(x, torch.zeros(16)), x, rtol=0, atol=1e-6)
+    torch.testing.assert_close(adjust_hue(x, shift), KE.adjust_hue(x, shift * 2 * math.pi), rtol=0, atol=1e-5)
+    torch.testing.assert_close(adjust_hue(x, torch.zeros(16)), x, rtol=0, atol=1e-6)
 
 
 def test_blur_matches_kornia_gaussian_blur2d():
     x = torch.rand(6, 3, 20, 17)
     sigma = torch.tensor([0.1, 0.5, 1.0, 1.5, 2.0, 3.0])
     ref = KF.gaussian_blur2d(x, (9, 9), sigma.view(-1, 1).expand(-1, 2), border_type="reflect")
-    torch.testing.assert_close(_gaussian_blur(x, sigma, 9), ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gaussian_blur(x, sigma, 9), ref, rtol=0, atol=1e-5)
 
 
 def test_color_jitter_gate_and_brightness_factor_range():
     x = torch.rand(64, 3, 8, 8) * 0.45 + 0.25  # so that 1.4 x stays below 1 (no clamping)
-    torch.testing.assert_close(_color_jitter(x, (0.4, 0.4, 0.4, 0.1), p=0.0), x, rtol=0, atol=1e-5)
-    y = _color_jitter(x, (0.4, 0.0, 0.0, 0.0), p=1.0)  # brightness only: y = f x with f in [0.6, 1.4]
+    torch.testing.assert_close(color_jitter(x, (0.4, 0.4, 0.4, 0.1), p=0.0), x, rtol=0, atol=1e-5)
+    y = color_jitter(x, (0.4, 0.0, 0.0, 0.0), p=1.0)  # brightness only: y = f x with f in [0.6, 1.4]
     ratio = (y / x).flatten(1)
     assert torch.allclose(ratio.amin(1), ratio.amax(1), atol=1e-5)  # one factor per image
     assert ratio.min() >= 0.6 - 1e-5 and ratio.max() <= 1.4 + 1e-5 and ratio.std() > 0.1
@@ -190,19 +179,19 @@ def test_color_jitter_gate_and_brightness_factor_range():
 def test_crop_matches_torchvision_resized_crop_semantics(b, h, w, size, scale):
     x = torch.rand(b, 3, h, w)
     torch.manual_seed(7)
-    out = _random_resized_crop(x, size, scale, (3 / 4, 4 / 3), flip_p=0.0)
+    out = random_resized_crop(x, size, scale, (3 / 4, 4 / 3), flip_p=0.0)
     torch.manual_seed(7)
-    boxes = [t.long().tolist() for t in _crop_boxes(b, h, w, scale, (3 / 4, 4 / 3), x.device)]
+    boxes = [t.long().tolist() for t in crop_boxes(b, h, w, scale, (3 / 4, 4 / 3), x.device)]
     ref = torchvision_resized_crop(x, boxes, size)  # torchvision's crop, then resize with antialias=True
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     torch.manual_seed(7)
-    flipped = _random_resized_crop(x, size, scale, (3 / 4, 4 / 3), flip_p=1.0)
+    flipped = random_resized_crop(x, size, scale, (3 / 4, 4 / 3), flip_p=1.0)
     torch.testing.assert_close(flipped, ref.flip(-1), rtol=0, atol=1e-5)
 
 
 def test_crop_boxes_respect_scale_and_ratio():
     torch.manual_seed(0)
-    top, left, h, w = _crop_boxes(4096, 64, 64, (0.2, 1.0), (3 / 4, 4 / 3), torch.device("cpu"))
+    top, left, h, w = crop_boxes(4096, 64, 64, (0.2, 1.0), (3 / 4, 4 / 3), torch.device("cpu"))
     assert bool(((top >= 0) & (left >= 0) & (top + h <= 64) & (left + w <= 64)).all())
     area = h * w / 64**2
     # Rounding the sides moves area and aspect slightly past the bounds.
@@ -211,7 +200,7 @@ def test_crop_boxes_respect_scale_and_ratio():
     assert aspect.min() >= 3 / 4 * 0.9 and aspect.max() <= 4 / 3 * 1.1
     assert area.std() > 0.1 and (top + h / 2).float().std() > 3  # spread, not stuck at the centre
     # No try fits (scale above 1): torchvision's fallback, the whole image clamped to the ratio range, centred.
-    top, left, h, w = _crop_boxes(8, 40, 100, (2.0, 2.0), (3 / 4, 4 / 3), torch.device("cpu"))
+    top, left, h, w = crop_boxes(8, 40, 100, (2.0, 2.0), (3 / 4, 4 / 3), torch.device("cpu"))
     assert h.tolist() == [40] * 8 and w.tolist() == [round(40 * 4 / 3)] * 8
     assert left.tolist() == [(100 - 53) // 2] * 8 and top.tolist() == [0] * 8
 

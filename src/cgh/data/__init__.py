@@ -25,16 +25,10 @@ from cgh.data.base import IMAGE_EXTENSIONS, ArraySource, FileSource, Source
 from cgh.data.cifar import open_cifar10, open_cifar100
 from cgh.data.configured import open_split, source_options
 from cgh.data.digits import open_digits
+from cgh.data.eval_loader import EvalLoader, build_eval_loader
 from cgh.data.folder import open_folder
 from cgh.data.imagenet import open_imagenet, open_imagenet100
-from cgh.data.loaders import (
-    Batch,
-    EvalLoader,
-    GlobalBatchSampler,
-    PretrainLoader,
-    build_eval_loader,
-    build_pretrain_loader,
-)
+from cgh.data.loaders import Batch, GlobalBatchSampler, PretrainLoader, build_pretrain_loader
 from cgh.data.npz import open_npz
 from cgh.data.stl10 import open_stl10
 from cgh.data.synthetic import make_synthetic, open_synthetic, save_sample_sheet
