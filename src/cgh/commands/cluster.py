@@ -7,8 +7,7 @@ import argparse
 import time
 
 from cgh.commands.common import (
-    add_checkpoint_arguments,
-    add_data_arguments,
+    add_eval_arguments,
     check_feature_kind,
     checkpoint_label,
     emit,
@@ -16,15 +15,10 @@ from cgh.commands.common import (
 )
 from cgh.errors import ConfigError
 from cgh.evaluate.cluster import DEFAULT_MAX_ITER, DEFAULT_N_INIT, cluster_and_score
-from cgh.pretrained import FEATURE_KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
-    add_data_arguments(parser)
-    parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
-                        help="global: pooled layer4 (docs/evaluation.md#clustering); hypercolumn / hypercolumn_head as "
-                             "in `cgh linear`")
+    add_eval_arguments(parser, protocol="docs/evaluation.md#clustering")
     parser.add_argument("--clusters", nargs="+", type=int, default=None, metavar="K",
                         help="number(s) of clusters; several are clustered independently (default: the number of "
                              "classes, as the authors' 1000 for ImageNet)")

@@ -52,6 +52,20 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
                         help="progress bars on stderr (default: when stderr is a terminal)")
 
 
+FEATURES_HELP = ("global: pooled layer4; hypercolumn: GAP of the stacked [layer3 -> layer4 size, layer4] map; "
+                 "hypercolumn_head: the trained CGH head's pooled conv-BN-ReLU")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser, *, features: bool = True, protocol: str = "") -> None:
+    """The flags every evaluation command shares: the checkpoint, the data and (``features``) ``--features``;
+    ``protocol``: the docs anchor of the command's protocol, named in the help."""
+    add_checkpoint_arguments(parser)
+    add_data_arguments(parser)
+    if features:
+        parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
+                            help=FEATURES_HELP + (f" ({protocol})" if protocol else ""))
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Dataset flags; each overrides the value stored in the checkpoint's config."""
     parser.add_argument("--dataset", default=None,

@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 
 from cgh.commands.common import (
-    add_checkpoint_arguments,
-    add_data_arguments,
+    add_eval_arguments,
     check_feature_kind,
     checkpoint_label,
     emit,
@@ -30,8 +29,7 @@ from cgh.pretrained import FEATURE_KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
-    add_data_arguments(parser)
+    add_eval_arguments(parser, features=False)
     parser.add_argument("--split", default=None,
                         help="split to embed (default: the evaluation test split, data.eval_test_split); "
                              "unlabelled images are kept, with label -1")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 
 from cgh.commands.common import (
-    add_checkpoint_arguments,
-    add_data_arguments,
+    add_eval_arguments,
     check_feature_kind,
     checkpoint_label,
     emit,
@@ -15,20 +14,14 @@ from cgh.commands.common import (
 )
 from cgh.errors import ConfigError
 from cgh.evaluate.knn import DEFAULT_KS, knn_evaluate
-from cgh.pretrained import FEATURE_KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
-    add_data_arguments(parser)
-    parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
-                        help="global: pooled layer4 (docs/evaluation.md#knn-evaluation); hypercolumn: GAP of "
-                             "[layer3->layer4 size, layer4]; "
-                             "hypercolumn_head: the trained CGH head's pooled conv-BN-ReLU")
-    parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), help="neighbour counts "
-                                                                                   "(docs/evaluation.md#knn-evaluation)")
-    parser.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim / T) "
-                                                                        "(docs/evaluation.md#knn-evaluation: 0.07)")
+    add_eval_arguments(parser, protocol="docs/evaluation.md#knn-evaluation")
+    parser.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS),
+                        help="neighbour counts (docs/evaluation.md#knn-evaluation)")
+    parser.add_argument("--temperature", type=float, default=0.07,
+                        help="vote weight exp(sim / T) (docs/evaluation.md#knn-evaluation: 0.07)")
     parser.add_argument("--chunk-size", type=int, default=256,
                         help="query rows per similarity block; lower it if a large bank runs out of memory")
 

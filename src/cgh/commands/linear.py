@@ -7,8 +7,7 @@ import argparse
 from typing import Any
 
 from cgh.commands.common import (
-    add_checkpoint_arguments,
-    add_data_arguments,
+    add_eval_arguments,
     check_feature_kind,
     checkpoint_label,
     emit,
@@ -26,24 +25,15 @@ from cgh.evaluate.linear import (
     train_linear,
     train_linear_augmented,
 )
-from cgh.pretrained import FEATURE_KINDS
 
 _PROTOCOL_FLAGS = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "augment", "feature_norm")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
-    add_data_arguments(parser)
-    parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
-                        help="global: pooled layer4 (docs/evaluation.md#linear-probe); hypercolumn: GAP of the raw "
-                             "stacked [layer3 -> "
-                             "layer4 size, layer4] map (docs/evaluation.md#linear-probe option a, any method); "
-                             "hypercolumn_head: the frozen "
-                             "CGH head's pooled conv-BN-ReLU (option b, CGH checkpoints only)")
+    add_eval_arguments(parser, protocol="docs/evaluation.md#linear-probe")
     parser.add_argument("--protocol", choices=("auto", *PROTOCOLS), default="auto",
                         help="imagenet: the authors' (docs/evaluation.md#linear-probe); small: cached features + "
-                             "non-affine BN; auto: "
-                             "imagenet for ImageNet/ImageNet-100, else small")
+                             "non-affine BN; auto: imagenet for ImageNet/ImageNet-100, else small")
     parser.add_argument("--augment", choices=AUGMENTS, default=None,
                         help="none: train on features extracted once (fast); rrc: RandomResizedCrop(0.08-1) + flip "
                              "through the frozen backbone every step (default: the protocol's)")

@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 
 from cgh.commands.common import (
-    add_checkpoint_arguments,
-    add_data_arguments,
+    add_eval_arguments,
     check_feature_kind,
     checkpoint_label,
     emit,
@@ -22,15 +21,10 @@ from cgh.commands.common import (
 )
 from cgh.errors import ConfigError
 from cgh.evaluate.neighbors import nearest_neighbours, neighbours_figure, select_queries
-from cgh.pretrained import FEATURE_KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
-    add_data_arguments(parser)
-    parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
-                        help="global: pooled layer4; hypercolumn: GAP of [layer3->layer4 size, layer4]; "
-                             "hypercolumn_head: the trained CGH head's pooled conv-BN-ReLU")
+    add_eval_arguments(parser)
     parser.add_argument("--queries", type=int, default=8, metavar="N",
                         help="test images to show, one row each (default 8)")
     parser.add_argument("--k", type=int, default=8, help="neighbours per query (default 8)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from cgh import dist
-from cgh.commands.common import add_checkpoint_arguments, add_data_arguments, checkpoint_label, emit, resolve_eval_setup
+from cgh.commands.common import add_eval_arguments, checkpoint_label, emit, resolve_eval_setup
 from cgh.errors import ConfigError
 from cgh.evaluate.classify import RRC_SCALE
 from cgh.evaluate.features import num_classes_of
@@ -14,23 +14,22 @@ from cgh.evaluate.semisup import finetune, labelled_subset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
-    add_data_arguments(parser)
+    add_eval_arguments(parser, features=False)
     parser.add_argument("--fraction", type=float, default=0.01,
                         help="fraction of the labels: 0.01 or 0.1 use the standard ImageNet lists on ImageNet; any "
                              "value in (0, 1] draws a class-balanced subset elsewhere (default 0.01)")
     parser.add_argument("--subset-seed", type=int, default=0, help="seed of the class-balanced subset")
     parser.add_argument("--epochs", type=int, default=70, help="docs/evaluation.md#semi-supervised: 70")
-    parser.add_argument("--trunk-lr", type=float, default=0.005, help="lr of the backbone "
-                                                                      "(docs/evaluation.md#semi-supervised: 0.005)")
-    parser.add_argument("--head-lr", type=float, default=0.02, help="lr of the fresh fc "
-                                                                    "(docs/evaluation.md#semi-supervised: 0.02)")
+    parser.add_argument("--trunk-lr", type=float, default=0.005,
+                        help="lr of the backbone (docs/evaluation.md#semi-supervised: 0.005)")
+    parser.add_argument("--head-lr", type=float, default=0.02,
+                        help="lr of the fresh fc (docs/evaluation.md#semi-supervised: 0.02)")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=0.0, help="docs/evaluation.md#semi-supervised: 0")
-    parser.add_argument("--milestones", type=int, nargs="*", default=[30, 60], help="MultiStepLR epochs "
-                                                                                    "(docs/evaluation.md#semi-supervised)")
-    parser.add_argument("--gamma", type=float, default=0.1, help="MultiStepLR factor "
-                                                                 "(docs/evaluation.md#semi-supervised: 0.1)")
+    parser.add_argument("--milestones", type=int, nargs="*", default=[30, 60],
+                        help="MultiStepLR epochs (docs/evaluation.md#semi-supervised)")
+    parser.add_argument("--gamma", type=float, default=0.1,
+                        help="MultiStepLR factor (docs/evaluation.md#semi-supervised: 0.1)")
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate on the test split every N epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fc init, the batch order and the crops")
 
