@@ -129,3 +129,11 @@ def test_wandb_offline_writes_its_run_files(tmp_path, monkeypatch):
     pretrain(tiny_config(run, "optim.epochs=1", "train.wandb=cgh-test", "train.tensorboard=false"))
     assert (run / "wandb_id").exists()
     assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_without_wandb_a_note_says_how_to_enable_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    run = tmp_path / "run"
+    pretrain(tiny_config(run, "optim.epochs=1", "train.tensorboard=false", "train.wandb=cgh-test"))
+    assert "pip install 'cgh[wandb]'" in capsys.readouterr().err
+    assert not (run / "wandb_id").exists() and records(run, "epoch")
