@@ -176,10 +176,14 @@ class ViewAugment(torch.nn.Module):
             x = torch.where(grey.view(-1, 1, 1, 1), KC.rgb_to_grayscale(x).expand_as(x), x)
         if p.blur_p > 0 and kernel >= 3:
             sigma = uniform(n, *self.blur_sigma, device)
-            chosen = (torch.rand(n, device=device) < p.blur_p).nonzero().squeeze(1)
-            # Blur only the chosen samples: at 224 px the blur is the costliest step, and half the batch skips it.
-            if chosen.numel() > 0:
-                x = x.index_copy(0, chosen, gaussian_blur(x.index_select(0, chosen), sigma[chosen], kernel))
+            chosen = torch.rand(n, device=device) < p.blur_p
+            if x.device.type == "cpu":
+                # Blur only the chosen samples: at 224 px the blur is the costliest step, and half the batch skips it.
+                rows = chosen.nonzero().squeeze(1)
+                if rows.numel() > 0:
+                    x = x.index_copy(0, rows, gaussian_blur(x.index_select(0, rows), sigma[rows], kernel))
+            else:  # on a GPU, selecting the rows would wait for the device (nonzero's size): blur all, keep the chosen
+                x = torch.where(chosen.view(-1, 1, 1, 1), gaussian_blur(x, sigma, kernel), x)
         return x
 
 

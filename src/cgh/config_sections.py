@@ -212,7 +212,10 @@ class TrainConfig:
     keep_every: int = 100
     """Keep a numbered copy checkpoints/epoch_NNNN.pt every this many epochs (0: none)."""
     log_every: int = 50
-    """Write a step record to metrics.jsonl every this many steps."""
+    """Write a step record to metrics.jsonl every this many steps. Between these points a step reads nothing back
+    from the device: the loss sums stay there, a non-finite loss is noticed at the next point (and always before a
+    checkpoint), and under several processes a stop signal is agreed on at these points and at epoch ends, so a
+    SIGTERM stops a torchrun job within this many steps (one process stops after the current step)."""
     knn_every: int = 10
     """Run the kNN monitor every this many epochs and at the end (0: never)."""
     knn_k: int = 20

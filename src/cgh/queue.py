@@ -50,9 +50,11 @@ class FeatureQueue(nn.Module):
         size, b = self.queue.shape[0], keys.shape[0]
         if size % b:
             raise ValueError(f"queue size {size} is not a multiple of the global batch {b}")
-        p = int(self.ptr)
-        self.queue[p : p + b] = keys
-        self.ptr.fill_((p + b) % size)
+        # rows [ptr, ptr + b): no wrap inside a push (K % B == 0), and the pointer never leaves the device (reading
+        # it on the host would stall a GPU's queue of kernels every step)
+        rows = self.ptr + torch.arange(b, device=self.ptr.device)
+        self.queue.index_copy_(0, rows, keys)
+        self.ptr.add_(b).remainder_(size)
 
     def extra_repr(self) -> str:
         return f"size={self.queue.shape[0]}, dim={self.queue.shape[1]}"

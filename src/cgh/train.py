@@ -33,13 +33,13 @@ from cgh.config import Config, resolve_bn_mode, to_yaml
 from cgh.console import epoch_line, print_banner, progress_bar, run_banner
 from cgh.data import build_pretrain_loader, open_split, source_options  # noqa: F401 - source_options: old path
 from cgh.diagnostics import CollapseWatch, is_diagnostic
-from cgh.errors import CGHError, ConfigError
+from cgh.errors import ConfigError
 from cgh.loggers import open_sinks
 from cgh.methods import build_method, teacher_view
 from cgh.monitor import KnnMonitor
 from cgh.online_probe import ProbeMonitor
 from cgh.resume import RESUME_SAFE, find_checkpoint  # noqa: F401 - re-exported
-from cgh.run import EpochMeter, Run, RunResult  # noqa: F401 - RunResult: re-exported
+from cgh.run import EpochMeter, NonFiniteLossError, Run, RunResult  # noqa: F401 - re-exported
 from cgh.rundir import MetricsLog, StopSignal, default_run_dir, drop_records_after, prepare_run_dir, refuse_run_dir
 from cgh.runtime import autocast, resolve_amp, resolve_device
 from cgh.schedule import lr_at, momentum_at, param_groups
@@ -47,12 +47,6 @@ from cgh.views import pretrain_views
 
 EXIT_COLLAPSED = 3  # `cgh pretrain`'s exit status when train.stop_on_collapse stopped the run
 EXIT_REQUEUE = 75  # ... when SIGUSR1 (a time limit ahead) stopped it with a checkpoint: EX_TEMPFAIL, requeue me
-
-
-class NonFiniteLossError(CGHError, RuntimeError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept. A CGHError, so that ``cgh
-    pretrain`` reports it as one ``error:`` line naming the step and the term (it follows from the config or the
-    data: a learning rate or temperature too extreme, bad pixels), and a RuntimeError for callers of the API."""
 
 
 def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None, overwrite: bool = False) -> Run:
@@ -195,12 +189,7 @@ def train_one_epoch(run: Run, epoch: int, first_step: int) -> str:
         log_now = (run.step + 1) % t.log_every == 0 or run.step + 1 == run.stop_step
         with autocast(run.device, run.amp_dtype):
             loss, terms = run.model(views, momentum, run.step, diagnose=log_now)  # diagnostics on logged steps
-        if not torch.isfinite(loss):
-            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["loss"]
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch} step {run.step} (iteration {i} of the epoch): term(s) "
-                f"{', '.join(bad)} = {', '.join(str(float(terms.get(k, loss))) for k in bad)}; training stopped, "
-                f"the last good checkpoint ({run.ckpt_dir / 'last.pt'}) is kept")
+        run.finite.update(run.step, loss, terms)  # on the device; read at log points and before checkpoints
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
@@ -212,13 +201,20 @@ def train_one_epoch(run: Run, epoch: int, first_step: int) -> str:
         values = {"loss": loss.detach(), **terms}
         meter.add(values)
         done += 1
-        collapsed = log_now and log_step(run, epoch, lr, momentum, values, data_time, bar)
+        collapsed, floats = log_step(run, epoch, lr, momentum, values, data_time, bar) if log_now else (False, None)
         if bar is not None:
-            img_s = len(batch.labels) * world / max(1e-9, time.time() - data_start)
-            bar.set_postfix_str(" ".join(f"{k} {float(v):.3f}" for k, v in values.items() if not is_diagnostic(k))
-                                + f" lr {lr:.4f} img/s {img_s:.0f} data {data_time:.2f}s", refresh=False)
+            if floats is not None:  # the values are read on the host at log points only
+                img_s = len(batch.labels) * world / max(1e-9, time.time() - data_start)
+                bar.set_postfix_str(" ".join(f"{k} {v:.3f}" for k, v in floats.items() if not is_diagnostic(k))
+                                    + f" lr {lr:.4f} img/s {img_s:.0f} data {data_time:.2f}s", refresh=False)
             bar.update(1)
-        if run.stop.requested(run.device):
+        # a signal is seen on its own process at once; processes agree on it at log points and epoch ends only
+        # (a collective per step would stall the GPU): under torchrun a SIGTERM stops within train.log_every steps
+        if world == 1:
+            stop = run.stop.signum is not None
+        else:
+            stop = (log_now or i + 1 == spe) and run.stop.requested(run.device)
+        if stop:
             status = "stopped"
         elif log_now and dist.any_true(collapsed, run.device):  # logged steps only: the same on every rank
             status = "collapsed"
@@ -238,8 +234,10 @@ def train_one_epoch(run: Run, epoch: int, first_step: int) -> str:
 
 
 def log_step(run: Run, epoch: int, lr: float, momentum: float, values: dict[str, torch.Tensor], data_time: float,
-             bar) -> bool:
-    """A logged step: the step record, the collapse watch. Returns whether the run is to stop on a collapse."""
+             bar) -> tuple[bool, dict[str, float]]:
+    """A logged step: the finiteness check, the step record, the collapse watch. Returns whether the run is to stop
+    on a collapse, and the values read on the host."""
+    run.finite.check(run.step, epoch, run.ckpt_dir / "last.pt")
     floats = {k: float(v) for k, v in values.items()}
     warning = run.watch.update(run.step, floats)
     if run.main:
@@ -247,7 +245,7 @@ def log_step(run: Run, epoch: int, lr: float, momentum: float, values: dict[str,
                        "data_time": data_time, **({"collapse": True} if warning else {})})
         if warning:
             print(("\n" if bar is not None else "") + warning, file=sys.stderr, flush=True)
-    return bool(run.watch.reported and run.cfg.train.stop_on_collapse)
+    return bool(run.watch.reported and run.cfg.train.stop_on_collapse), floats
 
 
 def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int, epoch_start: float,
@@ -255,6 +253,7 @@ def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int
     """The epoch record (also for a partial epoch), corrupt files, and for a complete epoch the kNN monitor, the
     epoch line and the epoch-end checkpoint."""
     t, epochs = run.cfg.train, run.cfg.optim.epochs
+    run.finite.check(run.step, epoch, run.ckpt_dir / "last.pt")
     elapsed = time.time() - epoch_start
     record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1 if complete else epoch, "step": run.step,
                               "lr": run.optimizer.param_groups[0]["lr"], **meter.means(), "time": elapsed,

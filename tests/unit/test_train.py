@@ -355,8 +355,8 @@ def test_nonfinite_loss_through_the_cli_keeps_the_checkpoint(tmp_path, monkeypat
     assert main(argv) == 2
     err = capsys.readouterr().err
     last = out / "checkpoints" / "last.pt"
-    assert re.fullmatch(rf"error: non-finite loss at epoch 1 step 6 \(iteration 2 of the epoch\): term\(s\) hyper "
-                        rf"= nan; training stopped, the last good checkpoint \({re.escape(str(last))}\) is kept\n",
+    assert re.fullmatch(rf"error: non-finite loss at step 6 \(epoch 1; the check covered steps 6-6\): hyper = nan; "
+                        rf"training stopped, the last good checkpoint \({re.escape(str(last))}\) is kept\n",
                         err), err
     ckpt = load_checkpoint(last)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 4)
@@ -429,3 +429,47 @@ def test_mixed_precision_keeps_losses_finite_and_loss_maths_in_float32(tmp_path,
     reference, _ = first_losses(tmp_path, method, "none", monkeypatch)
     # Step 1 depends only on the initial weights and the first batch: low precision stays close to float32.
     assert steps[0]["loss"] == pytest.approx(reference[0]["loss"], rel=0.02)
+
+
+# What reads a tensor's value on the host from Python: on a GPU each of these waits for the queue of kernels.
+HOST_READS = ("item", "__float__", "__bool__", "__int__", "__index__", "tolist", "numpy")
+# Reads of tensors that stay on the CPU on every device (no GPU wait): ColorJitter's order, torch.randperm(4).
+HOST_ONLY = ("color_jitter",)
+
+
+@pytest.mark.parametrize("method", ["cgh", "ressl", "mocov2"])
+def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch, method):
+    """Counts every Python-level host read of a tensor (``Tensor.item``, ``float(t)``, ``bool(t)``, ...) during each
+    step, by the step it happens in. Only the steps with a log point, an epoch end or a checkpoint may read: the
+    loss sums, the finiteness flag and the stop signal stay on the device in between."""
+    import traceback
+
+    import cgh.train as train
+
+    current: dict[str, int | None] = {"step": None}
+    reads: dict[int | None, list[str]] = {}
+    real_lr_at = train.lr_at
+
+    def lr_at(step, *args, **kw):  # called once at the start of each step: tags what follows with the step
+        current["step"] = step
+        return real_lr_at(step, *args, **kw)
+
+    monkeypatch.setattr(train, "lr_at", lr_at)
+    for name in HOST_READS:
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, _name=name, **kw):
+            where = traceback.extract_stack(limit=2)[0]  # the caller of the read
+            if where.name not in HOST_ONLY:
+                reads.setdefault(current["step"], []).append(f"{_name} at {where.filename}:{where.lineno}")
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    # 2 epochs of 4 steps; one log point (the last step), epoch ends after steps 3 and 7, one checkpoint at the end
+    result = pretrain(tiny_config(tmp_path / "run", f"method.name={method}", "optim.epochs=2",
+                                  "train.log_every=1000", "train.ckpt_every=10", "train.keep_every=0"))
+    monkeypatch.undo()
+    assert result.status == "finished" and result.step == 8
+    quiet = [0, 1, 2, 4, 5, 6]
+    assert {s: reads[s] for s in quiet if s in reads} == {}
+    assert reads.get(3) and reads.get(7)  # the epoch ends and the log point do read: the test sees reads
