@@ -45,3 +45,13 @@ def one_step_runs(tmp_path_factory):
                              "aug.teacher_view=" + ("strong" if method == "mocov2" else "weak")))
         out[method] = root / method
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA device: skipped where there is none (benchmarks/gpu_check.sh runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marker gpu); run by benchmarks/gpu_check.sh")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
