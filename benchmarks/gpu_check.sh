@@ -182,7 +182,7 @@ setup() {
 import importlib.util
 names = {"kornia": "kornia kornia_rs", "yaml": "pyyaml", "numpy": "numpy", "PIL": "pillow", "tqdm": "tqdm",
          "sklearn": "scikit-learn", "scipy": "scipy", "matplotlib": "matplotlib", "pytest": "pytest",
-         "hypothesis": "hypothesis"}
+         "hypothesis": "hypothesis", "simplejpeg": "simplejpeg"}
 print(" ".join(v for k, v in names.items() if importlib.util.find_spec(k) is None))
 EOF
 )

@@ -3,6 +3,8 @@
 - ``np_log_softmax``, ``np_relation``, ``np_info_nce``: the loss equations of docs/method.md#losses, in float64 NumPy
   (tests/unit/test_losses.py, tests/unit/test_methods.py).
 - ``torchvision_resized_crop``: torchvision's ``resized_crop`` on a tensor, box by box (tests/unit/test_augment.py).
+- ``torchvision_crop_params``: torchvision's ``RandomResizedCrop.get_params``, drawing from torch's RNG as it does
+  (tests/unit/data/test_decode.py compares the distribution of cgh's NumPy-driven boxes with it).
 - ``expected_mi``: the expected mutual information of a contingency table under the permutation model, term by term
   (tests/unit/evaluate/test_cluster.py checks scikit-learn's AMI with it).
 - ``expected_detectron2_keys``: detectron2's ResNet parameter names (tests/unit/test_export.py).
@@ -58,6 +60,30 @@ def torchvision_resized_crop(x: torch.Tensor, boxes, size: int) -> torch.Tensor:
             for i, (t, l, hh, ww) in enumerate(zip(top, left, ch, cw, strict=True))
         ]
     )
+
+
+def torchvision_crop_params(height: int, width: int, scale, ratio, generator: torch.Generator):
+    """torchvision's ``RandomResizedCrop.get_params`` (v0.15+): ten tries at an area fraction uniform in ``scale``
+    and a log-uniform aspect ratio, else the centred crop with the ratio clamped. Returns (top, left, h, w)."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item())
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            i = torch.randint(0, height - h + 1, size=(1,), generator=generator).item()
+            j = torch.randint(0, width - w + 1, size=(1,), generator=generator).item()
+            return i, j, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ class Config:
         for key in ("epochs", "batch_size", "lr_ref_batch"):
             check.positive(f"optim.{key}", getattr(o, key))
         check.positive("data.image_size", d.image_size)
+        check.positive("data.prefetch_factor", d.prefetch_factor)
         check.positive("model.width", mo.width)
         check.positive("model.bn_splits", mo.bn_splits)
         check.positive("train.knn_k", t.knn_k)

@@ -27,6 +27,13 @@ class DataConfig:
     """Normalisation std; empty = the dataset's own."""
     num_workers: int = 8
     """Decoding workers per process for file datasets (in-memory datasets need none)."""
+    prefetch_factor: int = 2
+    """File datasets: batches each decoding worker prepares ahead (torch DataLoader's prefetch_factor, its default)."""
+    jpeg_draft: bool = True
+    """File datasets: decode a JPEG at 1/2, 1/4 or 1/8 of its size when every crop drawn from it still spans its output
+    size at that scale (libjpeg's DCT scaling, Pillow's draft mode) and resample the crops from there. The crop boxes
+    are unchanged and the crops differ from the full decode's by resampling noise only; large photographs decode
+    several times faster (benchmarks/folder_loader.md). false: always decode fully."""
     corrupt: str = "skip"
     """Undecodable images: 'skip' (replace in the batch, count, report at epoch end) or 'error' (stop)."""
     eval_train_split: str = "train"

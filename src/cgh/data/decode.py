@@ -1,8 +1,12 @@
-"""Decoding image files with Pillow, and the torchvision geometry we re-implement on it (torchvision does not import
-on the development machines).
+"""Decoding image files (simplejpeg for JPEGs, Pillow for the rest), and the torchvision geometry we re-implement on
+them (torchvision does not import on the development machines).
 
-- :func:`load_image`: decode one file as RGB, DataError naming the file when it is not an image or is truncated.
-- :func:`random_resized_crop_box`: torchvision ``RandomResizedCrop.get_params`` (10 tries, then a centre crop).
+- :func:`load_image`: decode one file as RGB, DataError naming the file when it is not an image or is truncated;
+  :func:`open_image` (:class:`EncodedImage`) + ``decode``, the same in two steps, so that a JPEG can be decoded at
+  a reduced scale chosen from its size (:func:`draft_scale`).
+- :func:`random_resized_crop_box`: torchvision ``RandomResizedCrop.get_params`` (10 tries, then a centre crop), and
+  the crop itself: :func:`resized_crop` (torchvision ``F.resized_crop``, on a uint8 tensor) and
+  :func:`resized_crop_scaled` (the same box on a reduced decode).
 - the evaluation resize rule, the one copy every test transform follows (the on-device ``EvalTransform``, the file
   loaders, the view grid): :func:`eval_resize` (the shorter side before the centre crop), :func:`resized_shape`
   (torchvision ``Resize(short)``'s output size) and :func:`center_crop_box` (torchvision ``CenterCrop``'s offsets);
@@ -14,29 +18,104 @@ on the development machines).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
 from cgh.errors import DataError
 
+try:  # a dependency of cgh; without it every image is decoded by Pillow
+    import simplejpeg
+except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests
+    simplejpeg = None
+
 # Bumped whenever the pixels decode_all produces could change, so that stale caches are never read.
 _CACHE_VERSION = 1
 
 
+def _pil_error(path: str, e: Exception) -> DataError:
+    # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per codec
+    return DataError(f"cannot decode image {path}: {type(e).__name__}: {e}")
+
+
+class EncodedImage:
+    """An image file read into memory but not decoded, its size known from its header, so that the decode can be
+    asked for a reduced scale chosen from that size (:meth:`decode`).
+
+    JPEGs are decoded by simplejpeg (libjpeg-turbo straight into a NumPy array: the same pixels as Pillow's decode,
+    tests/unit/data/test_decode.py, in about 60 % of its time, benchmarks/folder_loader.md). Other formats, the
+    JPEGs libjpeg-turbo cannot turn into RGB (CMYK, YCCK), JPEGs larger than Pillow's decompression-bomb limit, any
+    JPEG simplejpeg refuses, and every image when simplejpeg is not installed go through Pillow, whose errors name
+    the file. Raises DataError naming the file when it cannot be read or is not an image.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            with open(path, "rb") as f:
+                self.data = f.read()
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e}") from e
+        self.size: tuple[int, int] = (0, 0)  # (width, height)
+        self.jpeg = simplejpeg is not None and self.data[:3] == b"\xff\xd8\xff"
+        if self.jpeg:
+            try:
+                height, width, colorspace, _ = simplejpeg.decode_jpeg_header(self.data)
+                self.size = (width, height)
+                limit = Image.MAX_IMAGE_PIXELS
+                self.jpeg = colorspace not in ("CMYK", "YCCK") and not (limit and width * height > limit)
+            except ValueError:
+                self.jpeg = False  # let Pillow try, and name the problem if it fails too
+        if not self.jpeg:
+            try:
+                self.size = Image.open(io.BytesIO(self.data)).size  # the header only
+            except Exception as e:
+                raise _pil_error(path, e) from e
+
+    def decode(self, scale: int = 1) -> tuple[np.ndarray, int]:
+        """The (H, W, 3) uint8 RGB pixels, decoded at 1/``scale`` when ``scale`` is 2, 4 or 8 and the file is a JPEG
+        (libjpeg's DCT scaling: the image is then ceil(W/scale) x ceil(H/scale), and original pixel coordinate x
+        lies at x / scale), and the scale applied (1 for other formats). A truncated or corrupt file raises
+        DataError naming it."""
+        width, height = self.size
+        if self.jpeg:
+            try:
+                if scale > 1:
+                    hwc = simplejpeg.decode_jpeg(self.data, "RGB", min_height=-(-height // scale),
+                                                 min_width=-(-width // scale), min_factor=scale)
+                    if hwc.shape[:2] == (-(-height // scale), -(-width // scale)):
+                        return hwc, scale
+                return simplejpeg.decode_jpeg(self.data, "RGB"), 1
+            except ValueError:
+                pass  # e.g. a truncated file: Pillow's error names the problem
+        try:
+            with Image.open(io.BytesIO(self.data)) as img:
+                applied = 1
+                if scale > 1 and img.format == "JPEG":
+                    img.draft("RGB", (width // scale, height // scale))  # Pillow picks exactly 1/scale for this
+                    applied = scale if img.size == (-(-width // scale), -(-height // scale)) else 1
+                img.load()  # Pillow decodes lazily: a truncated file fails here
+                return np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8), applied
+        except Exception as e:
+            raise _pil_error(self.path, e) from e
+
+
+def open_image(path: str) -> EncodedImage:
+    """Read ``path`` and its header (:class:`EncodedImage`); DataError naming the file on failure."""
+    return EncodedImage(path)
+
+
 def load_image(path: str) -> Image.Image:
-    """Decode ``path`` fully (Pillow opens lazily: ``convert`` forces the decode, so a truncated file fails here and
-    not later in a worker's resize) and return an RGB image."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per codec
-        raise DataError(f"cannot decode image {path}: {type(e).__name__}: {e}") from e
+    """Decode ``path`` fully as an RGB Pillow image; DataError naming the file when it is not an image or is
+    truncated."""
+    return Image.fromarray(open_image(path).decode()[0])
 
 
 def to_uint8_chw(img: Image.Image) -> torch.Tensor:
@@ -76,11 +155,41 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def crop_resize(img: Image.Image, box: tuple[int, int, int, int], size: int) -> Image.Image:
-    """torchvision ``F.resized_crop`` on a PIL image: crop (top, left, h, w) and resize to size x size, bilinear.
-    Pillow's ``resize(box=...)`` does both in one pass with its antialiasing filter, like torchvision's PIL path."""
+DRAFT_SCALES = (8, 4, 2)  # the reductions libjpeg's DCT scaling offers (Pillow's JPEG draft mode)
+
+
+def draft_scale(boxes: list[tuple[int, int, int, int]], sizes: list[int]) -> int:
+    """The largest JPEG decode reduction (8, 4, 2, else 1) at which every crop box (top, left, h, w) still spans at
+    least its output ``size`` in both directions, so that each crop is still only shrunk (never enlarged) to its
+    output size from the reduced decode."""
+    for scale in DRAFT_SCALES:
+        if all(min(h, w) >= scale * size for (_, _, h, w), size in zip(boxes, sizes, strict=True)):
+            return scale
+    return 1
+
+
+def resized_crop(hwc: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """torchvision ``F.resized_crop`` on a (H, W, 3) uint8 image: crop (top, left, h, w), then resize to size x size,
+    bilinear with antialiasing. Returns (3, size, size) uint8 (a strided view, made contiguous by the collate).
+
+    torch's uint8 antialiased kernel is a port of Pillow's resampling and agrees with torchvision's PIL path (crop,
+    then ``resize``) within one grey level (tests/unit/data/test_decode.py), at about a third of its time on one core
+    (benchmarks/folder_loader.md).
+    """
     top, left, h, w = box
-    return img.resize((size, size), resample=Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+    crop = hwc.permute(2, 0, 1)[None, :, top:top + h, left:left + w]  # (1, 3, h, w), channels-last strides
+    if (h, w) == (size, size):
+        return crop[0]
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def resized_crop_scaled(img: Image.Image, box: tuple[int, int, int, int], size: int, scale: int) -> torch.Tensor:
+    """:func:`resized_crop` of a box given in original pixels on an image decoded at 1/``scale``
+    (:meth:`EncodedImage.decode`): Pillow resamples the box's exact fractional extent, box / scale, so that no
+    rounding shifts the crop (torch's kernel takes whole pixels only). Returns (3, size, size) uint8."""
+    top, left, h, w = box
+    region = (left / scale, top / scale, (left + w) / scale, (top + h) / scale)
+    return to_uint8_chw(img.resize((size, size), resample=Image.Resampling.BILINEAR, box=region))
 
 
 # The test transform's centre crop keeps 7/8 of the shorter side (Resize 256 + CenterCrop 224,

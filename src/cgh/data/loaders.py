@@ -25,14 +25,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from cgh.data.base import FileSource, Source
 from cgh.data.decode import (
-    crop_resize,
-    load_image,
+    draft_scale,
+    open_image,
     random_resized_crop_box,
-    to_uint8_chw,
+    resized_crop,
+    resized_crop_scaled,
 )
 from cgh.errors import DataError
 from cgh.views import ViewSpec
@@ -165,29 +167,45 @@ class _FileDataset(Dataset):
 
 
 class _CropDataset(_FileDataset):
-    """Item (epoch, index) -> one (3, size, size) uint8 crop per ViewSpec, or the path of an undecodable file."""
+    """Item (epoch, index) -> one (3, size, size) uint8 crop per ViewSpec, or the path of an undecodable file.
 
-    def __init__(self, source: FileSource, specs: list[ViewSpec], seed: int, corrupt: str):
+    The crop boxes are drawn from the image's header size before any pixel is decoded, so that a JPEG whose every
+    box spans at least twice its output size is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) and its
+    crops resampled from there; other images are decoded fully and cropped with torch's uint8
+    kernel. The boxes, and so their distribution, do not depend on the path taken (benchmarks/folder_loader.md).
+    ``jpeg_draft=False`` always decodes fully.
+    """
+
+    def __init__(self, source: FileSource, specs: list[ViewSpec], seed: int, corrupt: str, jpeg_draft: bool = True):
         super().__init__(source)
-        self.specs, self.seed, self.corrupt = list(specs), seed, corrupt
+        self.specs, self.seed, self.corrupt, self.draft = list(specs), seed, corrupt, jpeg_draft
+        self.sizes = [spec.size for spec in self.specs]
+
+    def boxes(self, epoch: int, i: int, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """The RandomResizedCrop boxes (top, left, h, w) of sample ``i`` in ``epoch``, one per ViewSpec, from a
+        per-sample RNG seeded by (seed, epoch, index): the same whatever worker decodes it and wherever a run
+        resumed."""
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFFFFFFFFFF, epoch, i])
+        return [random_resized_crop_box(width, height, spec.scale, spec.ratio, rng) for spec in self.specs]
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[Any, ...]:
         epoch, i = item
         path = self.path(i)
         try:
-            img = load_image(path)
+            encoded = open_image(path)
+            boxes = self.boxes(epoch, i, *encoded.size)
+            hwc, scale = encoded.decode(draft_scale(boxes, self.sizes) if self.draft else 1)  # (h, w, 3) uint8
         except DataError:
             if self.corrupt == "error":
                 raise
             return (None, path)
-        # Per-sample RNG: (seed, epoch, index) -> the same crops whatever worker decodes it and wherever we resumed.
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFFFFFFFFFF, epoch, i])
-        width, height = img.size
-        crops = []
-        for spec in self.specs:
-            box = random_resized_crop_box(width, height, spec.scale, spec.ratio, rng)
-            crops.append(to_uint8_chw(crop_resize(img, box, spec.size)))  # (3, size, size)
-        return (crops, int(self.labels[i]), i)
+        if scale > 1:
+            img = Image.fromarray(hwc)
+            crops = [resized_crop_scaled(img, box, size, scale) for box, size in zip(boxes, self.sizes, strict=True)]
+        else:
+            full = torch.from_numpy(hwc)
+            crops = [resized_crop(full, box, size) for box, size in zip(boxes, self.sizes, strict=True)]
+        return (crops, int(self.labels[i]), i)  # each crop (3, size, size) uint8
 
 
 class _CollateCrops:
@@ -208,11 +226,18 @@ class _CollateCrops:
             if s[0] is None:
                 s = samples[next((v for v in valid if v > k), valid[0])]
             filled.append(s)
-        views = [torch.stack([s[0][v] for s in filled]) if filled else torch.empty((0, 3, n, n), dtype=torch.uint8)
-                 for v, n in enumerate(self.sizes)]  # each (B, 3, size, size)
+        views = [_stack([s[0][v] for s in filled], n) for v, n in enumerate(self.sizes)]  # each (B, 3, n, n)
         labels = torch.tensor([s[1] for s in filled], dtype=torch.int64)  # (B,)
         index = torch.tensor([s[2] for s in filled], dtype=torch.int64)  # (B,)
         return views, labels, index, bad
+
+
+def _stack(crops: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Stack (3, size, size) uint8 crops into (B, 3, size, size). torch's default collate does it, which in a loader
+    worker writes the batch straight into shared memory and so saves the copy the worker queue would otherwise make."""
+    if not crops:
+        return torch.empty((0, 3, size, size), dtype=torch.uint8)
+    return default_collate(crops)
 
 
 class _EpochTaggedSampler:
@@ -245,16 +270,16 @@ class PretrainLoader:
     """
 
     def __init__(self, source: Source, specs: list[ViewSpec], sampler: GlobalBatchSampler, *, num_workers: int,
-                 device: torch.device, corrupt: str):
+                 device: torch.device, corrupt: str, prefetch_factor: int = 2, jpeg_draft: bool = True):
         self.source, self.specs, self.sampler, self.device = source, list(specs), sampler, device
         self.bad_files: list[str] = []
         self._loader: DataLoader | None = None
         if isinstance(source, FileSource):
             self._tagged = _EpochTaggedSampler(sampler)
             self._loader = DataLoader(
-                _CropDataset(source, specs, sampler.seed, corrupt), batch_sampler=self._tagged,
+                _CropDataset(source, specs, sampler.seed, corrupt, jpeg_draft), batch_sampler=self._tagged,
                 num_workers=num_workers, collate_fn=_CollateCrops(specs), pin_memory=device.type == "cuda",
-                persistent_workers=num_workers > 0,
+                persistent_workers=num_workers > 0, prefetch_factor=prefetch_factor if num_workers > 0 else None,
                 # A DataLoader iterator draws its workers' base seed from torch's *global* generator unless given
                 # its own; that would shift the on-device augmentation's random stream by where a run resumed.
                 generator=torch.Generator(),
@@ -298,7 +323,8 @@ class PretrainLoader:
 
 def build_pretrain_loader(
     source: Source, specs: list[ViewSpec], global_batch: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-    num_workers: int = 0, device: str | torch.device = "cpu", corrupt: str = "skip",
+    num_workers: int = 0, device: str | torch.device = "cpu", corrupt: str = "skip", prefetch_factor: int = 2,
+    jpeg_draft: bool = True,
 ) -> PretrainLoader:
     """The pretraining loader: shuffled global batches of ``global_batch`` (``global_batch / world_size`` per rank),
     the final partial batch dropped (see :class:`GlobalBatchSampler`).
@@ -306,7 +332,9 @@ def build_pretrain_loader(
     Array sources yield ``Batch.views == [full images]``; file sources yield one crop tensor per ViewSpec, decoded in
     ``num_workers`` processes (persistent across epochs). ``corrupt="skip"`` replaces an undecodable file by another
     sample of its batch and records its path (``Batch.bad_files`` and ``loader.bad_files``); ``corrupt="error"``
-    raises a DataError naming it. A batch whose every file is corrupt is always an error.
+    raises a DataError naming it. A batch whose every file is corrupt is always an error. ``prefetch_factor``: batches
+    each worker prepares ahead; ``jpeg_draft``: decode JPEGs at a reduced scale where every crop allows it
+    (:class:`_CropDataset`).
     """
     if corrupt not in CORRUPT_MODES:
         raise DataError(f"corrupt must be one of {', '.join(CORRUPT_MODES)}, got {corrupt!r}")
@@ -315,9 +343,11 @@ def build_pretrain_loader(
         raise DataError(f"specs must be a non-empty list of ViewSpec, got {specs!r}")
     if num_workers < 0:
         raise DataError(f"num_workers must be >= 0, got {num_workers}")
+    if prefetch_factor < 1:
+        raise DataError(f"prefetch_factor must be >= 1, got {prefetch_factor}")
     sampler = GlobalBatchSampler(len(source), global_batch, rank, world_size, seed, shuffle=True, drop_last=True)
     if len(sampler) == 0:
         raise DataError(f"{source.name} has {len(source)} images, fewer than one global batch of {global_batch}; "
                         f"lower the batch size")
     return PretrainLoader(source, specs, sampler, num_workers=num_workers, device=torch.device(device),
-                          corrupt=corrupt)
+                          corrupt=corrupt, prefetch_factor=prefetch_factor, jpeg_draft=jpeg_draft)
