@@ -56,6 +56,8 @@ def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...]) -> s
     if "probe_top1" in r:
         parts.append(f"probe top-1 {r['probe_top1']:.2f}%")
     parts.append(f"{r['img_per_s']:.0f} img/s")
+    if "data_share" in r:  # the epoch's time spent waiting for the loader: the data path is the bottleneck if large
+        parts.append(f"data {100 * r['data_share']:.0f}%")
     return "  ".join(parts)
 
 

@@ -92,7 +92,8 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
     specs = pretrain_views(d.image_size, teacher=teacher_view(cfg), weak_scale=tuple(cfg.aug.weak_scale),
                            strong_scale=tuple(cfg.aug.strong_scale), num_local=m.num_local)
     loader = build_pretrain_loader(source, specs, o.batch_size, seed=cfg.seed, rank=rank, world_size=world,
-                                   num_workers=d.num_workers, device=device, corrupt=d.corrupt)
+                                   num_workers=d.num_workers, device=device, corrupt=d.corrupt,
+                                   prefetch_factor=d.prefetch_factor, jpeg_draft=d.jpeg_draft)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ConfigError(f"data: {source.name} has {len(source)} images, fewer than one global batch "
@@ -171,11 +172,12 @@ def train_one_epoch(run: Run, epoch: int, first_step: int) -> str:
     spe, world = run.steps_per_epoch, dist.world_size()
     meter = EpochMeter(run.partial if first_step else None)  # the steps before a mid-epoch resume
     run.loader.set_epoch(epoch)
-    status, done, i, epoch_start = "finished", 0, first_step - 1, time.time()
+    status, done, i, epoch_start, data_total = "finished", 0, first_step - 1, time.time(), 0.0
     bar = progress_bar(t.progress and run.main, spe, first_step, epoch, o.epochs)
     data_start = time.time()
     for i, batch in enumerate(run.loader.iter_from(first_step), start=first_step):
         data_time = time.time() - data_start
+        data_total += data_time
         lr = lr_at(run.step, run.lr, o.warmup_epochs * spe, run.total_steps, o.schedule,
                    [e * spe for e in o.milestones], spe)
         for g in run.optimizer.param_groups:
@@ -229,7 +231,7 @@ def train_one_epoch(run: Run, epoch: int, first_step: int) -> str:
     if bar is not None:
         bar.close()
     if done:
-        end_epoch(run, epoch, i + 1 == spe, meter, done, epoch_start, status)
+        end_epoch(run, epoch, i + 1 == spe, meter, done, epoch_start, status, data_total)
     return status
 
 
@@ -249,7 +251,7 @@ def log_step(run: Run, epoch: int, lr: float, momentum: float, values: dict[str,
 
 
 def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int, epoch_start: float,
-              status: str) -> None:
+              status: str, data_time: float = 0.0) -> None:
     """The epoch record (also for a partial epoch), corrupt files, and for a complete epoch the kNN monitor, the
     epoch line and the epoch-end checkpoint."""
     t, epochs = run.cfg.train, run.cfg.optim.epochs
@@ -257,7 +259,9 @@ def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int
     elapsed = time.time() - epoch_start
     record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1 if complete else epoch, "step": run.step,
                               "lr": run.optimizer.param_groups[0]["lr"], **meter.means(), "time": elapsed,
-                              "img_per_s": done * run.cfg.optim.batch_size / max(1e-9, elapsed)}
+                              "img_per_s": done * run.cfg.optim.batch_size / max(1e-9, elapsed),
+                              # seconds this process waited for the loader, and their share of the epoch's time
+                              "data_time": data_time, "data_share": data_time / max(1e-9, elapsed)}
     bad_files = getattr(run.loader, "bad_files", None)
     if bad_files:
         record["bad_files"] = len(bad_files)

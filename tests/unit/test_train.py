@@ -77,12 +77,15 @@ def test_run_writes_its_directory(tmp_path, method, capsys):
     assert start["recipe"].startswith({"cgh": "CGH", "ressl": "ReSSL", "mocov2": "MoCo-v2"}[method])
     epochs = records(out, "epoch")
     assert [r["epoch"] for r in epochs] == [0, 1, 2] and all("knn_top1" in r for r in epochs)
+    for r in epochs[1:]:  # the time spent waiting for the loader, summed over the epoch's steps
+        assert 0 <= r["data_time"] <= r["time"] and r["data_share"] == pytest.approx(r["data_time"] / r["time"])
     steps = records(out, "step")
     assert [r["step"] for r in steps] == list(range(1, 9)) and all(math.isfinite(r["loss"]) for r in steps)
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert (ckpt["epoch"], ckpt["epoch_step"], ckpt["step"], ckpt["method"]) == (2, 0, 8, method)
     printed = capsys.readouterr().out
     assert "pretraining " + method in printed and "epoch 2/2" in printed and "kNN top-1" in printed
+    assert re.search(r"epoch 2/2 .* img/s  data \d+%", printed)
 
 
 def test_cgh_warmup_weight_is_logged_per_iteration(tmp_path):
