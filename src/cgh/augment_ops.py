@@ -80,6 +80,10 @@ def resample_matrix(start: torch.Tensor, length: torch.Tensor, out: int, full: i
     return w / w.sum(dim=2, keepdim=True)
 
 
+# Devices whose tensors the host reads without waiting for queued kernels (tests empty it to follow a GPU's path).
+READ_FREE_DEVICES = ("cpu",)
+
+
 def random_resized_crop(
     images: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float], flip_p: float
 ) -> torch.Tensor:
@@ -90,12 +94,16 @@ def random_resized_crop(
     crop is shrunk, like PIL's resize in the authors' code). Two batched implementations, picked per call by speed
     (measured in benchmarks/augment_throughput.md): when no crop in the batch is shrunk (always on CIFAR, where crops
     of a 32-px image are resized to 32 px) one ``grid_sample``, whose bilinear is exact there; otherwise a separable
-    resampling as two batched matrix products with the antialiased weights (``grid_sample`` cannot antialias)."""
+    resampling as two batched matrix products with the antialiased weights (``grid_sample`` cannot antialias). On a
+    GPU the second is used whenever the images are larger than the output: which crops shrink is not read back."""
     batch, _, height, width = images.shape
     top, left, h, w = crop_boxes(batch, height, width, scale, ratio, images.device)
     flip = (torch.rand(batch, device=images.device) < flip_p).view(-1, 1)
-    # The static test first: it avoids a device sync when the images are no larger than the output (CIFAR).
-    if (height <= size and width <= size) or (bool((h <= size).all()) and bool((w <= size).all())):
+    # The static test first (CIFAR: images no larger than the output). Looking at the drawn boxes is free on the CPU
+    # only; on a GPU it would wait for the queue of kernels every step, so there the antialiased path, exact for
+    # enlarged crops too, takes every batch with larger images.
+    if (height <= size and width <= size) or (
+            images.device.type in READ_FREE_DEVICES and bool((h <= size).all()) and bool((w <= size).all())):
         ys = grid_coords(top, h, size, height)  # (B, S)
         xs = grid_coords(left, w, size, width)
         xs = torch.where(flip, xs.flip(1), xs)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import cgh.augment_ops as augment_ops
 from cgh.augment import NORMALIZATION, AugParams, EvalTransform, ViewAugment, ViewSpec, pretrain_views
 from cgh.augment_ops import adjust_hue, color_jitter, crop_boxes, gaussian_blur, random_resized_crop
 from cgh.data.loaders import Batch
@@ -174,9 +175,16 @@ def test_color_jitter_gate_and_brightness_factor_range():
         (64, 32, 32, 32, (0.2, 1.0)),  # CIFAR: every crop is enlarged -> grid_sample path
         (32, 96, 96, 64, (0.2, 1.0)),  # STL-10 at 64: crops shrunk -> antialiased matrix path
         (16, 40, 47, 14, (0.086, 0.429)),  # a local crop of a non-square image
+        (32, 48, 48, 32, (0.2, 1.0)),  # some crops shrunk, some enlarged
+        (32, 40, 40, 32, (0.08, 0.5)),  # nearly all enlarged, of images larger than the output
     ],
 )
-def test_crop_matches_torchvision_resized_crop_semantics(b, h, w, size, scale):
+@pytest.mark.parametrize("gpu_path", [False, True])
+def test_crop_matches_torchvision_resized_crop_semantics(b, h, w, size, scale, gpu_path, monkeypatch):
+    """Both paths, and on a GPU (which does not read the boxes back) the antialiased one for every batch of images
+    larger than the output, enlarged crops included."""
+    if gpu_path:
+        monkeypatch.setattr(augment_ops, "READ_FREE_DEVICES", ())
     x = torch.rand(b, 3, h, w)
     torch.manual_seed(7)
     out = random_resized_crop(x, size, scale, (3 / 4, 4 / 3), flip_p=0.0)

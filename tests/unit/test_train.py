@@ -440,14 +440,18 @@ HOST_READS = ("item", "__float__", "__bool__", "__int__", "__index__", "tolist",
 HOST_ONLY = ("color_jitter",)
 
 
-@pytest.mark.parametrize("method", ["cgh", "ressl", "mocov2"])
-def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch, method):
+@pytest.mark.parametrize("method,images", [("cgh", 32), ("ressl", 32), ("mocov2", 32), ("cgh", 48)])
+def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch, method, images):
     """Counts every Python-level host read of a tensor (``Tensor.item``, ``float(t)``, ``bool(t)``, ...) during each
     step, by the step it happens in. Only the steps with a log point, an epoch end or a checkpoint may read: the
-    loss sums, the finiteness flag and the stop signal stay on the device in between."""
+    loss sums, the finiteness flag and the stop signal stay on the device in between. With 48 px images cut to 32 px
+    crops the on-device crop follows the path it takes on a GPU, where it may not look at the boxes it drew."""
     import traceback
 
+    import cgh.augment_ops as augment_ops
     import cgh.train as train
+
+    monkeypatch.setattr(augment_ops, "READ_FREE_DEVICES", ())
 
     current: dict[str, int | None] = {"step": None}
     reads: dict[int | None, list[str]] = {}
@@ -470,7 +474,8 @@ def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch,
         monkeypatch.setattr(torch.Tensor, name, counted)
     # 2 epochs of 4 steps; one log point (the last step), epoch ends after steps 3 and 7, one checkpoint at the end
     result = pretrain(tiny_config(tmp_path / "run", f"method.name={method}", "optim.epochs=2",
-                                  "train.log_every=1000", "train.ckpt_every=10", "train.keep_every=0"))
+                                  "train.log_every=1000", "train.ckpt_every=10", "train.keep_every=0",
+                                  f"data.synthetic_image_size={images}"))
     monkeypatch.undo()
     assert result.status == "finished" and result.step == 8
     quiet = [0, 1, 2, 4, 5, 6]
