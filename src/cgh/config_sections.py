@@ -205,7 +205,8 @@ class TrainConfig:
     device: str = "auto"
     """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'."""
     amp: str = "auto"
-    """Autocast dtype: 'auto' (bf16 on a GPU that supports it, else none), 'none', 'bf16' or 'fp16' (GradScaler)."""
+    """Autocast dtype: 'auto' (bf16 on a GPU that supports it, else none), 'none', 'bf16' or 'fp16' (GradScaler,
+    which reads its overflow flag back from the GPU every step, by design: the one per-step wait bf16 does not have)."""
     channels_last: bool = True
     """Channels-last memory format on GPU (ignored on CPU)."""
     compile: bool = False
