@@ -67,7 +67,10 @@ def _split_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, s: i
     with torch.no_grad():
         bn.running_mean.copy_(running_mean.view(s, c).mean(0))
         bn.running_var.copy_(running_var.view(s, c).mean(0))
-    return out.view(x.shape)
+    # Back to (N, C, ...) as a tensor of its own, not a view: the blocks add their residual into BN outputs in place,
+    # and an in-place op on a view would make autograd copy the whole map in the backward pass (CopySlices). Nothing
+    # else holds the reshaped output (batch_norm's backward keeps its input, not its output), so this is safe.
+    return torch.ops.aten._unsafe_view(out, x.shape)
 
 
 class _Splits:
@@ -140,7 +143,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision: no activation-sized buffer per block (benchmarks/training_cost.md)
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -164,7 +168,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as in BasicBlock
+        return self.relu(out)
 
 
 class ResNet(nn.Module):

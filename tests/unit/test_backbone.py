@@ -150,3 +150,45 @@ class TestSplitBatchNorm:
         assert not any(isinstance(m, SplitBatchNorm) for m in net.modules())
         torch.testing.assert_close(before, after)
         assert all(torch.equal(sd[k], v) for k, v in net.state_dict().items())
+
+
+class TestInPlaceResidual:
+    """The blocks add the residual into the BN output in place (as torchvision); issue 12, point 4."""
+
+    def test_split_bn_output_is_not_a_view(self):
+        # an in-place op on a view would make autograd copy the whole map in the backward pass (CopySlices)
+        x = torch.randn(8, 4, 5, 5, requires_grad=True)
+        for split in (SplitBatchNorm(4, num_splits=4).train(), SplitBatchNorm1d(4, num_splits=2).train()):
+            y = split(x if isinstance(split, SplitBatchNorm) else x[:, :, 0, 0])
+            assert not y._is_view()
+            y.clone().add_(1.0)  # and it can be changed in place under autograd
+        y = SplitBatchNorm(4, num_splits=4).train()(x)
+        y += 1.0
+        y.sum().backward()
+        assert "CopySlices" not in type(y.grad_fn).__name__
+
+    @pytest.mark.parametrize("arch,splits", [("resnet18", 4), ("resnet18", 1), ("resnet50", 2)])
+    def test_equals_the_out_of_place_sum_bitwise(self, arch, splits):
+        torch.manual_seed(0)
+        net = build_backbone(arch, "cifar", width=8, bn_splits=splits).train()
+        ref = build_backbone(arch, "cifar", width=8, bn_splits=splits).train()
+        ref.load_state_dict(net.state_dict())
+
+        def out_of_place(block, x):  # the formula the in-place sum replaces
+            identity = x if block.downsample is None else block.downsample(x)
+            if hasattr(block, "bn3"):
+                out = block.relu(block.bn1(block.conv1(x)))
+                out = block.relu(block.bn2(block.conv2(out)))
+                return block.relu(block.bn3(block.conv3(out)) + identity)
+            out = block.relu(block.bn1(block.conv1(x)))
+            return block.relu(block.bn2(block.conv2(out)) + identity)
+
+        for block in [b for layer in (ref.layer1, ref.layer2, ref.layer3, ref.layer4) for b in layer]:
+            block.forward = out_of_place.__get__(block)
+        x = torch.randn(8, 3, 16, 16)
+        ys, ys_ref = net(x), ref(x)
+        sum(y.square().mean() for y in ys).backward()
+        sum(y.square().mean() for y in ys_ref).backward()
+        assert all(torch.equal(a, b) for a, b in zip(ys, ys_ref, strict=True))
+        assert all(torch.equal(a.grad, b.grad) for a, b in zip(net.parameters(), ref.parameters(), strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(net.buffers(), ref.buffers(), strict=True))

@@ -72,11 +72,15 @@ class CGH(nn.Module):
                                                           # teacher forward
 
         # ---- features: one backbone pass per view feeds both contexts ----------------------------------------
-        s = self.student(strong, hyper=True)
-        q, qh = F.normalize(s.z, dim=1), F.normalize(s.zh, dim=1)  # (B, D), (B, Dh)
+        # The teacher goes first, as in ReSSL: its no-grad pass frees each map as it goes, and run before the student
+        # builds its graph it is not stacked on top of the student's saved activations (the order changes no number:
+        # the two passes share nothing, and only the teacher's batch shuffle draws random numbers;
+        # benchmarks/training_cost.md#side-by-side).
         t = teacher_forward(self.teacher, weak, self.shuffle, hyper=True)
         self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.online_probe)
         k, kh = F.normalize(t.z, dim=1), F.normalize(t.zh, dim=1)  # (B, D), (B, Dh), no grad
+        s = self.student(strong, hyper=True)
+        q, qh = F.normalize(s.z, dim=1), F.normalize(s.zh, dim=1)  # (B, D), (B, Dh)
         queue, queue_h = self.queue.features, self.queue_hyper.features  # (K, D), (K, Dh)
 
         # ---- relations to the queues (no temperature yet), docs/method.md#relation-logits
