@@ -30,7 +30,6 @@ import importlib
 import importlib.machinery
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -39,7 +38,7 @@ import types
 
 import torch
 
-from cgh import __version__
+from bench_env import environment
 from cgh.config import load_config
 from cgh.methods import build_method
 from cgh.schedule import param_groups
@@ -210,11 +209,7 @@ def main() -> None:
     result = measure(args.authors, args.batch_size, args.rounds, args.warmup, args.overrides)
     busy1, own1, wall1 = _cpu_busy(), _own_cpu(), time.monotonic()
     other = None if busy0 is None else max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    env = (f"cgh {__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores "
-           f"({cpu}), load average {os.getloadavg()[0]:.2f} at the end"
-           + ("" if other is None else f", other processes used {other:.2f} cores on average during the run"))
+    env = environment(extra="" if other is None else f"other processes used {other:.2f} cores on average in the run")
     if args.json:
         print(json.dumps({**result, "environment": env}))
     else:

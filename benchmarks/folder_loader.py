@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -40,7 +39,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from cgh import __version__
+from bench_env import environment
 from cgh.config import load_config
 from cgh.data import build_pretrain_loader, open_source
 from cgh.data.decode import random_resized_crop_box
@@ -245,10 +244,7 @@ def main() -> None:
                 entry[f"{args.loader_workers}_workers"] = measure(root, specs, variants, min(args.batch_size, n),
                                                                   max(3, args.rounds // 2), args.loader_workers)
             result["sets"][name] = entry
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    result["environment"] = (f"cgh {__version__}, torch {torch.__version__}, Pillow {Image.__version__}, "
-                             f"{os.cpu_count()} cores ({cpu}), load average {os.getloadavg()[0]:.2f} at the end")
+    result["environment"] = environment(f"Pillow {Image.__version__}")
     if args.json:
         print(json.dumps(result))
         return

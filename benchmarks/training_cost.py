@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 
-import torch
-
-from cgh import __version__
+from bench_env import environment
 from cgh.config import load_config
 from cgh.cost import format_table, measure
 
@@ -38,10 +34,7 @@ def main() -> None:
     if args.image_size:
         cfg.data.image_size = args.image_size
     result = measure(cfg, batch_size=args.batch_size, warmup=args.warmup, repeats=args.rounds, device=args.device)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    env = (f"cgh {__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores "
-           f"({cpu}), load average {os.getloadavg()[0]:.2f} at the end")
+    env = environment()
     if args.json:
         print(json.dumps({**result, "environment": env}))
     else:
