@@ -22,15 +22,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-# The signs of a collapse (see CollapseWatch): a relation loss within LOSS_NATS of ln K (the loss of a uniform target
-# matched by a uniform student, where the gradient vanishes), or features whose normalised std is below STD_COLLAPSED.
-LOSS_NATS = 1e-3
-STD_COLLAPSED = 0.1
-PATIENCE = 3  # consecutive logged steps before a collapse is reported
+
+@dataclass(frozen=True)
+class CollapseCriteria:
+    """What CollapseWatch counts as a collapse: the mechanism, not one trajectory.
+
+    The relational methods' collapse is the fixed point of the relation loss: the teacher's relation target is
+    uniform (its entropy is ln K) and the student matches it (the loss is ln K, the gradient vanishes). A logged step
+    is at that fixed point when, while the relation losses carry the training (the InfoNCE warm-up's weight ``w_nce``
+    at most ``in_charge``), every teacher entropy is at least ``ent_uniform`` of ln K and every relation loss is
+    within ``loss_rel_tol`` of ln K (relative, so that it means the same at any K). For any method, features whose
+    normalised std is below ``std_collapsed`` in every context are collapsed too (the SimSiam paper's measure; the
+    only sign for a method without a relation target). A collapse is reported once it has lasted ``patience``
+    consecutive logged steps.
+
+    The defaults were chosen from runs on two datasets with five seeds, one and two threads and two CPUs, collapsed
+    and healthy; benchmarks/portability.md#collapse-detector gives the confusion table and the margin each threshold
+    keeps on both sides.
+    """
+
+    ent_uniform: float = 0.98
+    loss_rel_tol: float = 0.01
+    in_charge: float = 0.5
+    std_collapsed: float = 0.05
+    patience: int = 3
+
+
+CRITERIA = CollapseCriteria()
 
 
 @torch.no_grad()
@@ -80,18 +103,27 @@ def is_diagnostic(name: str) -> bool:
     return stat in ("std", "rank", "cos", "ent") and context in ("global", "hyper")
 
 
-def collapse_signs(values: Mapping[str, float], queue_size: int, relation_terms: tuple[str, ...] = ()
-                   ) -> list[str]:
-    """What in one logged step's ``values`` says the features have collapsed (empty when nothing does).
-    ``relation_terms``: the names of the method's relation losses (compared with ln K)."""
-    signs, ln_k = [], math.log(queue_size)
-    for name in relation_terms:
-        v = values.get(name, math.nan)
-        if abs(v - ln_k) < LOSS_NATS:
-            signs.append(f"relation loss {name} {v:.4f} within {LOSS_NATS} of ln K = {ln_k:.4f}")
-    for name, v in values.items():
-        if is_diagnostic(name) and name.startswith("std_") and v < STD_COLLAPSED:
-            signs.append(f"{name.partition('_')[2]} feature std {v:.3f} (< {STD_COLLAPSED}; ~1 when spread)")
+def collapse_signs(values: Mapping[str, float], queue_size: int, relation_terms: tuple[str, ...] = (),
+                   criteria: CollapseCriteria = CRITERIA) -> list[str]:
+    """What in one logged step's ``values`` says the features have collapsed (empty when nothing does): the relation
+    losses at their fixed point, or the feature std collapsed in every context (``CollapseCriteria``).
+    ``relation_terms``: the names of the method's relation losses; ``values`` may carry ``w_nce`` (the InfoNCE
+    warm-up's weight; 0 when absent) and the diagnostics of ``context_diagnostics``."""
+    c, signs, ln_k = criteria, [], math.log(queue_size)
+    losses = {name: values[name] for name in relation_terms if name in values}
+    ents = {k: v for k, v in values.items() if is_diagnostic(k) and k.startswith("ent_")}
+    w_nce = values.get("w_nce", 0.0)
+    if losses and ents and w_nce <= c.in_charge and all(v >= c.ent_uniform for v in ents.values()) \
+            and all(abs(v / ln_k - 1) <= c.loss_rel_tol for v in losses.values()):
+        signs.append("relation losses at ln K, their fixed point (" + ", ".join(
+            f"{n} {v:.4f}" for n, v in losses.items()) + f"; ln K = {ln_k:.4f}, within {c.loss_rel_tol:.0%}) "
+            "against a uniform teacher target (entropy " + ", ".join(f"{k.partition('_')[2]} {v:.3f}"
+                                                                       for k, v in ents.items())
+            + f" of ln K, >= {c.ent_uniform})" + (f", with w_nce {w_nce:.2f}" if "w_nce" in values else ""))
+    stds = {k: v for k, v in values.items() if is_diagnostic(k) and k.startswith("std_")}
+    if stds and all(v < c.std_collapsed for v in stds.values()):
+        signs.append("feature std " + ", ".join(f"{k.partition('_')[2]} {v:.3f}" for k, v in stds.items())
+                     + f" (< {c.std_collapsed}; ~1 when spread)")
     return signs
 
 
@@ -102,20 +134,20 @@ class CollapseWatch:
     the loop does that when ``train.stop_on_collapse`` is set.
     """
 
-    def __init__(self, queue_size: int, relation_terms: tuple[str, ...] = (), patience: int = PATIENCE,
-                 stops: bool = False):
-        self.queue_size, self.relation_terms, self.patience = queue_size, tuple(relation_terms), patience
+    def __init__(self, queue_size: int, relation_terms: tuple[str, ...] = (), stops: bool = False,
+                 criteria: CollapseCriteria = CRITERIA):
+        self.queue_size, self.relation_terms, self.criteria = queue_size, tuple(relation_terms), criteria
         self.stops = stops  # whether the run stops on the warning (train.stop_on_collapse): the text says so
         self.streak, self.first_step, self.reported = 0, None, False
 
     def update(self, step: int, values: Mapping[str, float]) -> str | None:
-        signs = collapse_signs(values, self.queue_size, self.relation_terms)
+        signs = collapse_signs(values, self.queue_size, self.relation_terms, self.criteria)
         if not signs:
             self.streak, self.first_step = 0, None
             return None
         self.streak += 1
         self.first_step = step if self.first_step is None else self.first_step
-        if self.streak < self.patience or self.reported:
+        if self.streak < self.criteria.patience or self.reported:
             return None
         self.reported = True
         diag = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if is_diagnostic(k))

@@ -1,14 +1,13 @@
 """Collapse diagnostics (cgh.diagnostics) on known tensors, the collapse watch, and the methods' ``diagnose`` switch."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from cgh.diagnostics import (
-    LOSS_NATS,
-    PATIENCE,
-    STD_COLLAPSED,
+    CRITERIA,
     CollapseWatch,
     collapse_signs,
     context_diagnostics,
@@ -42,7 +41,7 @@ def test_gaussian_features_are_spread():
 
 def test_identical_rows_are_collapsed():
     s = stats(torch.randn(D).repeat(N, 1) + 1e-4 * torch.randn(N, D))
-    assert s["std"] < 1e-3 and s["std"] < STD_COLLAPSED
+    assert s["std"] < 1e-3 and s["std"] < CRITERIA.std_collapsed
     assert s["cos"] == pytest.approx(1.0, abs=1e-6)
     # (rank is scale-invariant: the centred noise around the one vector is full-rank, so std and cos, not rank,
     # are what says "collapsed" here)
@@ -86,51 +85,92 @@ def test_context_names_and_is_diagnostic():
 
 # ---- collapse signs and the watch ----------------------------------------------------------------------------------
 
+LN_K = math.log(K)
 HEALTHY = {"loss": 5.0, "relation": 5.0, "std_global": 0.8, "rank_global": 40.0, "ent_global": 0.6}
-COLLAPSED = {**HEALTHY, "std_global": 0.01}
+# the relation loss's fixed point: a uniform target matched by the student, the loss at ln K
+FIXED_POINT = {**HEALTHY, "relation": LN_K * (1 - 1e-4), "std_global": 0.15, "ent_global": 0.999}
+COLLAPSED = FIXED_POINT
+C = CRITERIA
 
 
-def test_collapse_signs():
-    ln_k = math.log(K)
+def test_healthy_values_show_no_sign():
     assert collapse_signs(HEALTHY, K, ("relation",)) == []
-    assert len(collapse_signs(COLLAPSED, K, ("relation",))) == 1
-    assert collapse_signs({**HEALTHY, "std_hyper": 0.05}, K)[0].startswith("hyper feature std")
-    near, far = ln_k + 0.9 * LOSS_NATS, ln_k + 2 * LOSS_NATS
-    assert "relation loss relation" in collapse_signs({**HEALTHY, "relation": near}, K, ("relation",))[0]
-    assert collapse_signs({**HEALTHY, "relation": ln_k - 0.9 * LOSS_NATS}, K, ("relation",))  # from below too
-    assert collapse_signs({**HEALTHY, "relation": far}, K, ("relation",)) == []
-    assert collapse_signs({**HEALTHY, "nce": ln_k}, K, ("relation",)) == []  # only the named relation terms count
-    assert collapse_signs({"loss": ln_k}, K, ("hyper", "csist")) == []  # a missing term is no sign
+
+
+def test_fixed_point_is_a_sign_and_names_what_it_saw():
+    (sign,) = collapse_signs(FIXED_POINT, K, ("relation",))
+    assert "relation losses at ln K" in sign and f"ln K = {LN_K:.4f}" in sign and "global 0.999" in sign
+
+
+@pytest.mark.parametrize("change", [
+    {"ent_global": C.ent_uniform - 0.01},  # a target that still says something
+    {"relation": LN_K * (1 - 2 * C.loss_rel_tol)},  # a student that does not match the uniform target
+    {"relation": LN_K * (1 + 2 * C.loss_rel_tol)},  # ... from above (the warm-up's relation loss can exceed ln K)
+    {"w_nce": C.in_charge + 0.1},  # the InfoNCE warm-up still carries the loss: features collinear at init are no
+                                   # collapse while InfoNCE spreads them
+])
+def test_each_part_of_the_fixed_point_is_needed(change):
+    assert collapse_signs({**FIXED_POINT, **change}, K, ("relation",)) == []
+
+
+def test_thresholds_are_relative_and_inclusive():
+    for k in (64, 1024, 65536):  # the same relative position flags at every K
+        ln_k = math.log(k)
+        at_edge = {**FIXED_POINT, "relation": ln_k * (1 + 0.99 * C.loss_rel_tol), "ent_global": C.ent_uniform,
+                   "w_nce": C.in_charge}
+        assert collapse_signs(at_edge, k, ("relation",)), k
+
+
+def test_every_context_must_be_at_the_fixed_point():
+    cgh = {"hyper": LN_K, "csist": LN_K, "ent_global": 0.999, "ent_hyper": 0.999, "std_global": 0.2,
+           "std_hyper": 0.2, "w_nce": 0.0}
+    assert collapse_signs(cgh, K, ("hyper", "csist"))
+    assert collapse_signs({**cgh, "ent_hyper": 0.9}, K, ("hyper", "csist")) == []
+    assert collapse_signs({**cgh, "csist": 0.9 * LN_K}, K, ("hyper", "csist")) == []
+    assert collapse_signs({k: v for k, v in cgh.items() if k != "csist"}, K, ("hyper", "csist"))  # a term switched
+                                                                                                   # off (ablation)
+
+
+def test_std_sign_for_any_method():
+    assert collapse_signs({"nce": 3.0, "std_global": C.std_collapsed / 2}, K)[0].startswith("feature std global")
+    assert collapse_signs({**HEALTHY, "std_global": C.std_collapsed / 2, "std_hyper": 0.5}, K) == []  # every context
+    assert collapse_signs({**HEALTHY, "std_global": 1.5 * C.std_collapsed}, K, ("relation",)) == []
+
+
+def test_only_the_named_relation_terms_and_diagnostics_count():
+    assert collapse_signs({**FIXED_POINT, "relation": 5.0, "nce": LN_K}, K, ("relation",)) == []
+    assert collapse_signs({"loss": LN_K, "ent_global": 1.0}, K, ("hyper", "csist")) == []  # a missing term is no sign
+    assert collapse_signs({"relation": LN_K}, K, ("relation",)) == []  # no teacher entropy logged: no verdict
 
 
 def test_watch_quiet_when_healthy():
     watch = CollapseWatch(K, ("relation",))
-    assert all(watch.update(step, HEALTHY) is None for step in range(0, 20 * PATIENCE, 20))
+    assert all(watch.update(step, HEALTHY) is None for step in range(0, 20 * C.patience, 20))
     assert watch.streak == 0 and not watch.reported
 
 
 def test_watch_warns_once_after_patience():
     watch = CollapseWatch(K, ("relation",))
-    out = [watch.update(20 * (i + 1), COLLAPSED) for i in range(PATIENCE + 3)]
-    assert all(o is None for o in out[:PATIENCE - 1]) and all(o is None for o in out[PATIENCE:])
-    warning = out[PATIENCE - 1]
+    out = [watch.update(20 * (i + 1), COLLAPSED) for i in range(C.patience + 3)]
+    assert all(o is None for o in out[:C.patience - 1]) and all(o is None for o in out[C.patience:])
+    warning = out[C.patience - 1]
     assert warning is not None and watch.reported
-    assert f"since step 20 ({PATIENCE} logged steps)" in warning and "std_global 0.010" in warning
+    assert f"since step 20 ({C.patience} logged steps)" in warning and "std_global 0.150" in warning
+    assert "loss_warmup_min_steps" in warning and "head_bn" in warning  # the settings that matter
 
 
 def test_watch_healthy_step_resets_streak():
     watch = CollapseWatch(K, ("relation",))
-    seq = [COLLAPSED] * (PATIENCE - 1) + [HEALTHY] + [COLLAPSED] * PATIENCE
+    seq = [COLLAPSED] * (C.patience - 1) + [HEALTHY] + [COLLAPSED] * C.patience
     out = [watch.update(10 * i, v) for i, v in enumerate(seq)]
     assert all(o is None for o in out[:-1])
-    assert out[-1] is not None and f"since step {10 * PATIENCE}" in out[-1]  # the new streak's first step
+    assert out[-1] is not None and f"since step {10 * C.patience}" in out[-1]  # the new streak's first step
 
 
-def test_watch_relation_loss_sign():
-    watch = CollapseWatch(K, ("hyper", "csist"))
-    uniform = {"hyper": math.log(K) + 1e-4, "csist": 4.0, "std_global": 0.5}  # std alone says healthy
-    out = [watch.update(i, uniform) for i in range(PATIENCE)]
-    assert out[-1] is not None and "relation loss hyper" in out[-1]
+def test_watch_takes_its_criteria():
+    strict = replace(C, ent_uniform=0.9999, patience=1)
+    assert CollapseWatch(K, ("relation",), criteria=strict).update(5, FIXED_POINT) is None
+    assert CollapseWatch(K, ("relation",), criteria=replace(C, patience=1)).update(5, FIXED_POINT) is not None
 
 
 # ---- the methods' diagnose switch ----------------------------------------------------------------------------------

@@ -43,7 +43,9 @@ TERMS = tuple(TERM_STYLES)
 # drawn.
 DIAGNOSTICS = tuple(f"{stat}_{context}" for stat in ("std", "rank", "cos", "ent") for context in ("global", "hyper"))
 CONTEXT_STYLES = {"global": "-", "hyper": "--"}
-STD_COLLAPSED = 0.1  # cgh.diagnostics.STD_COLLAPSED: below it the watch counts a collapse
+# cgh.diagnostics.CRITERIA's thresholds, drawn as reference lines: a std below STD_COLLAPSED in every context, or a
+# teacher entropy at or above ENT_UNIFORM with the relation losses at ln K, is what the collapse watch counts
+STD_COLLAPSED, ENT_UNIFORM = 0.05, 0.98
 _DPI = 150
 
 
@@ -266,9 +268,9 @@ def _draw_diagnostics(ax_std, ax_ent, curves: list[RunCurves], labels: list[str]
             if any(f"{stat}_{c}" in run.diagnostics for c in CONTEXT_STYLES):
                 drawn[stat].append(Line2D([], [], color=colour, label=label))
     ax_std.axhline(STD_COLLAPSED, color="0.5", linestyle=":", linewidth=1.0)
-    ax_ent.axhline(1.0, color="0.5", linestyle=":", linewidth=1.0)
+    ax_ent.axhline(ENT_UNIFORM, color="0.5", linestyle=":", linewidth=1.0)
     refs = {"std": Line2D([], [], color="0.5", linestyle=":", label=f"collapse threshold ({STD_COLLAPSED:g})"),
-            "ent": Line2D([], [], color="0.5", linestyle=":", label="uniform target (no signal)")}
+            "ent": Line2D([], [], color="0.5", linestyle=":", label=f"uniform target, no signal (>= {ENT_UNIFORM:g})")}
     ax_std.set(xlabel="epoch", ylabel="std of the L2-normalised features × √D", ylim=(0, top["std"]),
                title="feature spread (1: spread over the sphere, 0: collapsed)")
     ax_ent.set(xlabel="epoch", ylabel="teacher relation entropy / ln K", ylim=(0, top["ent"]),

@@ -89,10 +89,11 @@ def _diag(std, ent, hyper=None, rank=30.0, cos=0.05):
 
 
 def test_plot_curves_diagnostics_row(tmp_path):
-    from cgh.diagnostics import STD_COLLAPSED, is_diagnostic
+    from cgh.diagnostics import CRITERIA, is_diagnostic
     from cgh.evaluate import plot
 
-    assert all(is_diagnostic(k) for k in plot.DIAGNOSTICS) and plot.STD_COLLAPSED == STD_COLLAPSED  # kept in step
+    assert all(is_diagnostic(k) for k in plot.DIAGNOSTICS)  # kept in step with cgh.diagnostics
+    assert (plot.STD_COLLAPSED, plot.ENT_UNIFORM) == (CRITERIA.std_collapsed, CRITERIA.ent_uniform)
     epochs = range(1, 9)
     cgh = _write_run(tmp_path / "cgh", [_start(), {"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": 12.0}, *[
         _epoch(e, 7 - 0.3 * e, knn=12 + 6 * e,
