@@ -171,8 +171,13 @@ def test_interrupted_run_loses_nothing_and_resumes_exactly(tmp_path, reference, 
     # ---- 3. resume; SIGKILL from outside at a random moment ---------------------------------------------------------
     proc = Proc(tmp_path, "3-kill-outside", resume_args(run))
     starts += 1
-    wait_for_steps(proc, run, starts, rng.randint(1, 2))
-    time.sleep(rng.uniform(0.0, 0.4))
+    n = rng.randint(1, 2)
+    wait_for_steps(proc, run, starts, n)
+    t = time.time()
+    wait_for_steps(proc, run, starts, n + 1)
+    # a random moment within about one step, whatever the machine's speed (a fixed 0.4 s could outlast the run's
+    # remaining steps on a fast CPU, and the kill would find it finished)
+    time.sleep(rng.uniform(0.0, 1.0) * (time.time() - t))
     proc.p.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, repr(proc)
     assert_checkpoints_load(run)
