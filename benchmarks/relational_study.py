@@ -121,13 +121,7 @@ def run_one(dataset: str, setting: str, method: str, seed: int, workdir: Path) -
     if proc.returncode not in (0, 3):
         record["error"] = proc.stderr[-2000:]
         return record
-    epochs, steps = {}, []
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if r.get("kind") == "epoch":
-            epochs[r["epoch"]] = r
-        elif r.get("kind") == "step":
-            steps.append({k: v for k, v in r.items() if k not in ("kind", "lr", "momentum", "data_time")})
+    epochs, steps = read_metrics(out)
     knn = {e: r["knn_top1"] for e, r in epochs.items() if "knn_top1" in r}
     last = max(e for e in epochs if e > 0)
     record.update(knn0=knn[0], knn=knn[max(knn)], knn_curve=knn, collapse_warning="warning: the features look "
@@ -135,6 +129,18 @@ def run_one(dataset: str, setting: str, method: str, seed: int, workdir: Path) -
                                                                                   "hyper", "csist")
                                                      if k in epochs[last]}, steps=steps)
     return record
+
+
+def read_metrics(run_dir: Path) -> tuple[dict[int, dict], list[dict]]:
+    """A run's epoch records by epoch, and its step records without lr, momentum and data time (metrics.jsonl)."""
+    epochs, steps = {}, []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r.get("kind") == "epoch":
+            epochs[r["epoch"]] = r
+        elif r.get("kind") == "step":
+            steps.append({k: v for k, v in r.items() if k not in ("kind", "lr", "momentum", "data_time")})
+    return epochs, steps
 
 
 def compact(x):
@@ -165,20 +171,25 @@ def cmd_run(args) -> None:
     done = done_keys()
     todo = [k for k in todo if k not in done]
     print(f"{len(todo)} runs to do ({len(done)} already in {RESULTS})", flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
     workdir = Path(args.workdir)
+    run_and_record(todo, lambda key: run_one(*key, workdir), RESULTS, args.jobs, lambda r: "  " + " ".join(
+        f"{k} {v:.2f}" for k, v in r["final"].items() if k in DIAGNOSTICS))
+
+
+def run_and_record(keys: list[tuple], run, results: Path, jobs: int, summary) -> None:
+    """``run(key)`` for every key, ``jobs`` at a time; each record is appended to ``results`` (compacted) as it ends,
+    and a line printed: the key, kNN from random init to the end, ``summary(record)``, the seconds."""
+    results.parent.mkdir(exist_ok=True)
 
     def job(key):
-        r = run_one(*key, workdir)
-        with RESULTS.open("a") as f:
+        r = run(key)
+        with results.open("a") as f:
             f.write(json.dumps(compact(r)) + "\n")
-        msg = (f"error {r['returncode']}" if "error" in r else
-               f"kNN {r['knn0']:.1f} -> {r['knn']:.1f}  " +
-               " ".join(f"{k} {v:.2f}" for k, v in r["final"].items() if k in DIAGNOSTICS))
+        msg = f"error {r['returncode']}" if "error" in r else f"kNN {r['knn0']:.1f} -> {r['knn']:.1f}{summary(r)}"
         print(f"{'/'.join(map(str, key))}: {msg} ({r['seconds']:.0f} s)", flush=True)
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(job, todo))
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(job, keys))
 
 
 def load() -> list[dict]:
