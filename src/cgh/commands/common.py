@@ -25,6 +25,7 @@ from cgh.checkpoint import FORMAT
 from cgh.checkpoint_formats import read_checkpoint
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, preset_names
 from cgh.data import open_split
+from cgh.data.configured import resolve_split
 from cgh.data.decode import eval_resize
 from cgh.errors import ConfigError, DataError
 from cgh.evaluate.features import extract_features, num_classes_of
@@ -33,8 +34,9 @@ from cgh.runtime import resolve_amp, resolve_device
 
 # Datasets without a preset of their own borrow one (same image size and eval splits).
 PRESET_OF = {"imagenet100": "imagenet"}
-# Eval splits of datasets without a preset: every other opener names its labelled splits train / test.
-DEFAULT_SPLITS = ("train", "test")
+# Eval splits of datasets without a preset: every other opener names its labelled splits train / test, and 'auto'
+# is test there (a folder of splits: test/ or val/, whichever it has; cgh.data.configured.resolve_split).
+DEFAULT_SPLITS = ("train", "auto")
 DEFAULT_BATCH_SIZE = 256
 
 
@@ -157,6 +159,7 @@ def eval_config(checkpoint_config: dict[str, Any] | None, args: argparse.Namespa
         value = getattr(args, flag, None)
         if value is not None:
             setattr(d, key, value)
+    d.eval_test_split = resolve_split(cfg, d.eval_test_split) or d.eval_test_split  # 'auto' -> its name, if any
     if d.image_size < 1:
         raise ConfigError(f"--image-size must be a positive integer, got {d.image_size}")
     if d.num_workers < 0:
