@@ -11,8 +11,26 @@ from cgh import __version__
 from cgh.config import Config
 
 
-def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str) -> dict[str, Any]:
-    """The facts of a run, printed at its start and written as its "start" record."""
+def describe_split(source, where: bool = True) -> str:
+    """``folder:train (240 images, 5 classes, /data/photos/train)``: a split, its size and (``where``) the folder
+    of a file source."""
+    facts = [f"{len(source)} images"] + ([f"{len(source.classes)} classes"] if source.classes else [])
+    if where and getattr(source, "root", None):
+        facts.append(source.root)
+    return f"{source.name} ({', '.join(facts)})"
+
+
+def monitor_summary(cfg: Config, run, off) -> str:
+    """The banner's kNN line: the bank and the test split with their sizes, or why the monitor is off."""
+    if run.monitor is not None:
+        return (f"bank {describe_split(run.monitor.train_src, False)}, test "
+                f"{describe_split(run.monitor.test_src, False)}, every {cfg.train.knn_every} epoch(s)")
+    return f"off: {off.reason}" if off else "off (train.knn_every=0)"
+
+
+def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str, monitor_off=None) -> dict[str, Any]:
+    """The facts of a run, printed at its start and written as its "start" record. ``monitor_off``: why the kNN
+    monitor is off (cgh.monitor.Off), if it is."""
     o, m = cfg.optim, cfg.method
     return {
         "cgh": __version__, "torch": torch.__version__, "method": m.name, "recipe": cfg.recipe,
@@ -22,6 +40,7 @@ def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str) -> dic
         "bn_splits": cfg.model.bn_splits if bn_mode == "split" else 1, "queue_size": m.queue_size,
         "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "none",
         "steps_per_epoch": run.steps_per_epoch, "epochs": o.epochs, "dataset": f"{source.name} ({len(source)} images)",
+        "data": describe_split(source), "knn": monitor_summary(cfg, run, monitor_off),
         "views": [s.size for s in specs], "temperatures": run.method.temperatures(),
         "loss_terms": list(run.method.loss_terms), "run_dir": str(run.run_dir),
     }
@@ -31,6 +50,8 @@ def print_banner(b: dict[str, Any], resumed_from, start: tuple[int, int], step: 
     lines = [
         f"cgh {b['cgh']} (torch {b['torch']}): pretraining {b['method']} on {b['dataset']}",
         *([f"  recipe     {b['recipe']}"] if b["recipe"] else []),
+        f"  data       {b['data']}",
+        f"  kNN        {b['knn']}",
         f"  model      {b['arch']} ({b['stem']} stem, width {b['width']}), views {b['views']} px",
         f"  processes  {b['world_size']} x {b['batch_per_process']} = global batch {b['global_batch']} on "
         f"{b['device']}, amp {b['amp']}",

@@ -36,8 +36,8 @@ from cgh.diagnostics import CollapseWatch, is_diagnostic
 from cgh.errors import ConfigError
 from cgh.loggers import open_sinks
 from cgh.methods import build_method, teacher_view
-from cgh.monitor import KnnMonitor
-from cgh.online_probe import ProbeMonitor
+from cgh.monitor import knn_monitor
+from cgh.online_probe import ProbeMonitor, probe_off_reason
 from cgh.resume import RESUME_SAFE, find_checkpoint  # noqa: F401 - re-exported
 from cgh.run import EpochMeter, NonFiniteLossError, Run, RunResult  # noqa: F401 - re-exported
 from cgh.rundir import MetricsLog, StopSignal, default_run_dir, drop_records_after, prepare_run_dir, refuse_run_dir
@@ -100,7 +100,9 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
                           f"(optim.batch_size = {o.batch_size})")
     augment = build_augment(cfg, specs).to(device)
     total_steps = o.epochs * steps_per_epoch
-    monitor = KnnMonitor(cfg, device, amp_dtype) if t.knn_every else None
+    monitor, monitor_off = knn_monitor(cfg, device, amp_dtype) if t.knn_every else (None, None)
+    if monitor_off and main:
+        print(monitor_off.line(), file=sys.stderr, flush=True)
 
     sinks = []
     if main:
@@ -128,12 +130,12 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
               CollapseWatch(m.queue_size, method.relation_terms, stops=t.stop_on_collapse), lr, steps_per_epoch,
               total_steps, min(total_steps, t.max_steps) if t.max_steps else total_steps, (0, 0), main=main)
     if t.online_probe:
-        if bool((source.labels >= 0).any()):
+        probe_off = probe_off_reason(cfg, source)
+        if probe_off is None:
             run.probe = ProbeMonitor(cfg, device, amp_dtype, method.student.backbone.num_features, source.labels,
                                      test=(monitor.test_src, monitor.test_loader) if monitor else None)
         elif main:
-            print(f"note: the online probe is off: the pretraining split {source.name} has no labels",
-                  file=sys.stderr, flush=True)
+            print(probe_off.line(), file=sys.stderr, flush=True)
     if ckpt is not None:
         if run.probe and ckpt.get("online_probe"):
             run.probe.probe.load(ckpt["online_probe"])
@@ -158,7 +160,7 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
         method.student.compile()
         method.teacher.compile()
 
-    banner = run_banner(cfg, run, source, specs, world, bn_mode)
+    banner = run_banner(cfg, run, source, specs, world, bn_mode, monitor_off)
     if main:
         print_banner(banner, ckpt_path, run.start, run.step)
         run.log.write({"kind": "start", "time": time.time(), "resumed": ckpt_path is not None, **banner})
