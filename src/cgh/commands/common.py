@@ -7,7 +7,11 @@
   a torchvision-format or authors' backbone carries no config, so it needs ``--dataset``;
 - ``--json`` prints exactly one JSON object on stdout: ``{"command", "metrics", "protocol"}``, where the protocol
   names the features, the dataset and splits, the image size and transform, the checkpoint and its epoch/step,
-  method and architecture, plus the command's own numbers (k, temperature, epochs, lr, ...).
+  method and architecture, plus the command's own numbers (k, temperature, epochs, lr, ...);
+- a test split holding the images of the train split a command learns from is refused; one holding the images the
+  checkpoint was pretrained on is warned about (stderr, and ``warnings`` in the protocol);
+- data.corrupt=skip (``--data-option corrupt=skip``; the checkpoint's value by default) leaves undecodable files out,
+  with a note on stderr and every path in the protocol's ``skipped_files``; error stops on the first one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from cgh.checkpoint import FORMAT
 from cgh.checkpoint_formats import read_checkpoint
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, preset_names
 from cgh.data import open_split
-from cgh.data.configured import resolve_split
+from cgh.data.configured import check_same_classes, resolve_split, saved_folder_splits, split_location
 from cgh.data.decode import eval_resize
 from cgh.errors import ConfigError, DataError
 from cgh.evaluate.features import extract_features, num_classes_of
@@ -107,13 +111,31 @@ class EvalSetup:
     progress: bool
     protocol: dict[str, Any] = field(default_factory=dict)
 
-    def features(self, source, kind: str, desc: str = "features", model: PretrainedBackbone | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``extract_features`` of ``model`` (default: this setup's) with this setup's transform, device and
-        precision."""
-        return extract_features(model or self.model, source, kind, image_size=self.image_size, mean=self.mean,
-                                std=self.std, batch_size=self.batch_size, device=self.device,
-                                num_workers=self.num_workers, amp=self.amp, progress=self.progress, desc=desc)
+    def features(self, source, kind: str, desc: str = "features", model: PretrainedBackbone | None = None,
+                 skipped: list[tuple[int, str]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``extract_features`` of ``model`` (default: this setup's) with this setup's transform, device, precision
+        and data.corrupt; files left out as undecodable are reported (``note_skipped``) and their (index, path)
+        appended to ``skipped``."""
+        left_out: list[tuple[int, str]] = []
+        out = extract_features(model or self.model, source, kind, image_size=self.image_size, mean=self.mean,
+                               std=self.std, batch_size=self.batch_size, device=self.device,
+                               num_workers=self.num_workers, amp=self.amp, progress=self.progress, desc=desc,
+                               corrupt=self.cfg.data.corrupt, skipped=left_out)
+        self.note_skipped(source.name, [path for _, path in left_out])
+        if skipped is not None:
+            skipped += left_out
+        return out
+
+    def note_skipped(self, split: str, paths: list[str]) -> None:
+        """Files of ``split`` left out as undecodable (data.corrupt=skip): a note on stderr naming how many and a
+        few, and every path in the protocol's ``skipped_files`` (the --json output)."""
+        known = self.protocol.setdefault("skipped_files", {}).setdefault(split, [])
+        new = [p for p in dict.fromkeys(paths) if p not in known]
+        if not new:
+            return
+        known += new
+        print(f"note: left out {len(new)} undecodable image(s) of {split} (data.corrupt=skip; error stops "
+              f"instead): {', '.join(new[:3])}{' ...' if len(new) > 3 else ''}", file=sys.stderr, flush=True)
 
 
 def has_preset(name: str) -> bool:
@@ -187,8 +209,10 @@ def check_feature_kind(model: PretrainedBackbone, kind: str, path: str = "the ch
 
 
 def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, need_test: bool = True,
-                       allow_unlabelled_train: bool = False) -> EvalSetup:
-    """Load the backbone and open the evaluation splits as the flags and the checkpoint's config say."""
+                       allow_unlabelled_train: bool = False, learns_from_train: bool | None = None) -> EvalSetup:
+    """Load the backbone and open the evaluation splits as the flags and the checkpoint's config say.
+    ``learns_from_train`` (default ``need_train``): the command fits or votes with the train split, so a test split
+    holding the same images is refused (``check_held_out``)."""
     device = resolve_device(args.device)
     path = args.checkpoint
     obj, _ = read_checkpoint(path)  # CheckpointError for a missing, empty, truncated or unsafe file
@@ -199,10 +223,14 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
     d = cfg.data
     train_source = open_split(cfg, d.eval_train_split) if need_train else None
     test_source = open_split(cfg, d.eval_test_split) if need_test else None
+    warnings = check_held_out(cfg, ckpt_config, need_test, need_train if learns_from_train is None
+                              else learns_from_train)
     if train_source is not None:
         require_labels(train_source, "train", allow_unlabelled=allow_unlabelled_train)
     if test_source is not None:
         require_labels(test_source, "test")
+    if train_source is not None and test_source is not None:
+        check_same_classes(train_source, test_source)
     sources = [s for s in (train_source, test_source) if s is not None]
     mean, std = dataset_normalization(cfg.data)
     batch_size = args.batch_size if getattr(args, "batch_size", None) is not None else DEFAULT_BATCH_SIZE
@@ -234,9 +262,37 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
         "std": list(std),
         "device": str(device),
         "amp": str(amp).replace("torch.", "") if amp is not None else "none",
+        "corrupt": d.corrupt,
+        **({"warnings": warnings} if warnings else {}),
     }
     return EvalSetup(model, cfg, train_source, test_source, protocol["num_classes"] or 0, d.image_size, mean, std,
                      device, amp, batch_size, d.num_workers, progress, protocol)
+
+
+def check_held_out(cfg: Config, checkpoint_config: dict[str, Any] | None, test: bool, learns_from_train: bool
+                   ) -> list[str]:
+    """Refuse a test split holding the images of the train split a command learns from (ConfigError: a kNN vote or
+    a probe measured on its own training images means nothing); warn (stderr, and returned for the protocol) when
+    it holds the images the checkpoint was pretrained on."""
+    d = cfg.data
+    if not test:
+        return []
+    where = split_location(cfg, d.eval_test_split)
+    if learns_from_train and split_location(cfg, d.eval_train_split) == where:
+        raise ConfigError(f"the test split {d.name}:{d.eval_test_split} holds the same images as the train split "
+                          f"{d.name}:{d.eval_train_split} ({where}): the accuracy would be measured on the training "
+                          f"images; keep held-out images apart (PATH/train/<class>/ and PATH/val/<class>/) or name "
+                          f"other splits with --train-split / --test-split")
+    if checkpoint_config is None:
+        return []
+    pretrained = config_from_dict(checkpoint_config, origin="checkpoint")
+    pretrained.data.folder_splits = saved_folder_splits(checkpoint_config)
+    if pretrained.data.name != d.name or split_location(pretrained, pretrained.data.split) != where:
+        return []
+    warning = (f"the test split {d.name}:{d.eval_test_split} ({where}) is the split this checkpoint was pretrained "
+               f"on: the result is not measured on held-out images")
+    print(f"warning: {warning}", file=sys.stderr, flush=True)
+    return [warning]
 
 
 def transform_name(image_size: int) -> str:

@@ -1,9 +1,11 @@
-"""Feature extraction and the shared plumbing of the evaluation commands: checkpoint defaults, flags, JSON, errors."""
+"""Feature extraction and the shared plumbing of the evaluation commands: checkpoint defaults, flags, JSON, errors;
+corrupt files left out and reported by every command, test splits that are not held out refused or warned about."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from cgh.data.decode import eval_resize
 from cgh.errors import ConfigError
 from cgh.evaluate.features import extract_features
 from cgh.pretrained import load_backbone
+from tests.helpers import one_error_line
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -87,10 +90,14 @@ def test_checkpoint_config_supplies_the_dataset(cgh_checkpoint):
 
 def test_flags_override_the_checkpoint(cgh_checkpoint):
     args = parse([str(cgh_checkpoint), "--device", "cpu", "--data-option", "synthetic_size=20",
-                  "--data-option", "data.synthetic_classes=2", "--test-split", "train", "--image-size", "24"])
+                  "--data-option", "data.synthetic_classes=2", "--train-split", "test", "--test-split", "train",
+                  "--image-size", "24"])
     setup = resolve_eval_setup(args)
-    assert len(setup.train_source) == 20 and setup.num_classes == 2
+    assert len(setup.test_source) == 20 and setup.num_classes == 2
     assert setup.protocol["test_split"] == "train" and setup.image_size == 24
+    # a test split that is the train split would measure the accuracy on the images it votes with: refused
+    with pytest.raises(ConfigError, match="test split synthetic:train holds the same images as the train split"):
+        resolve_eval_setup(parse([str(cgh_checkpoint), "--device", "cpu", "--test-split", "train"]))
 
 
 def test_another_dataset_takes_its_preset_defaults(cgh_checkpoint):
@@ -163,3 +170,78 @@ def test_cli_head_features_need_a_cgh_checkpoint(tmp_path, capsys):
     assert main(["knn", str(path), "--dataset", "synthetic", "--data-option", "synthetic_size=20",
                  "--data-option", "synthetic_test_size=10", "--features", "hypercolumn_head"]) == 2
     assert "no trained hypercolumn head" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A folder of photographs as people keep them: evaluated on val/ with its true classes, corrupt files left out
+# ---------------------------------------------------------------------------------------------------------------------
+
+# command -> (its flags, the splits whose files it reads)
+EVALUATIONS = {
+    "knn": (["--k", "3"], ("train", "val")),
+    "linear": (["--augment", "rrc", "--epochs", "1"], ("train", "val")),
+    "semisup": (["--fraction", "1", "--epochs", "1"], ("train", "val")),
+    "cluster": ([], ("val",)),
+    "tsne": (["--perplexity", "5", "--out", "{tmp}/t.png"], ("train",)),
+    "embed": (["--split", "train", "--out", "{tmp}/e.npy"], ("train",)),
+    "neighbors": (["--queries", "4", "--k", "3", "--out", "{tmp}/n.png"], ("train",)),
+}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("command", list(EVALUATIONS))
+def test_every_evaluation_leaves_corrupt_files_out_and_reports_them(photo_run, tmp_path, capsys, command):
+    """`cgh COMMAND RUN/checkpoints/last.pt --json` on the run's folder (train/ and val/ with a truncated JPEG in
+    each): data.corrupt=skip, the checkpoint's (and the default), leaves them out, with a note on stderr and every
+    path in the protocol; before, every evaluation stopped on the first one."""
+    from cgh.cli import main
+
+    flags, splits = EVALUATIONS[command]
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    assert main([command, str(photo_run["checkpoint"]), "--device", "cpu", "--json", *flags]) == 0
+    out, err = capsys.readouterr()
+    protocol = json.loads(out)["protocol"]
+    broken = sorted(photo_run["broken"][s] for s in splits)
+    assert sorted(p for paths in protocol["skipped_files"].values() for p in paths) == broken
+    assert protocol["corrupt"] == "skip" and protocol["dataset"] == "folder"
+    for path in broken:
+        assert re.search(rf"note: left out 1 undecodable image\(s\) of folder:\w+.* \(data.corrupt=skip; error stops "
+                         rf"instead\): {re.escape(path)}\n", err), err
+    if "val" in splits:  # the test split is val/ (there is no test/), with the five classes of the folder
+        assert (protocol["test_split"], protocol["num_test"], protocol["num_classes"]) == ("val", 16, 5)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_corrupt_error_on_request_and_held_out_splits(photo_run, tmp_path, capsys):
+    from cgh.cli import main
+
+    ckpt, photos = str(photo_run["checkpoint"]), photo_run["photos"]
+    assert main(["knn", ckpt, "--device", "cpu", "--data-option", "corrupt=error"]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert err.startswith(f"error: cannot decode image {photo_run['broken']['train']}"), err
+    # The split the checkpoint was pretrained on, used as the test split: a loud warning, also in the protocol.
+    assert main(["knn", ckpt, "--device", "cpu", "--json", "--train-split", "val", "--test-split", "train"]) == 0
+    out, err = capsys.readouterr()
+    warning = (f"the test split folder:train ({photos / 'train'}) is the split this checkpoint was pretrained on: "
+               f"the result is not measured on held-out images")
+    assert f"warning: {warning}\n" in err and json.loads(out)["protocol"]["warnings"] == [warning]
+    # A folder of class folders only: the test split is the train split, the same images: refused.
+    assert main(["knn", ckpt, "--device", "cpu", "--data-path", str(photos / "val")]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: the test split folder:test holds the same images as the train split folder:train "
+        f"({photos / 'val'}): the accuracy would be measured on the training images; keep held-out images apart "
+        f"(PATH/train/<class>/ and PATH/val/<class>/) or name other splits with --train-split / --test-split\n")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_weights_without_a_config_on_a_folder_of_splits(photo_run, tmp_path, capsys):
+    """An exported backbone (no training config) on `--dataset folder --data-path PHOTOS`: train/ is the bank,
+    val/ the test split (the test split 'auto'), not a class folder named val."""
+    from cgh.cli import main
+
+    weights = torchvision_file(tmp_path / "r18.pt")
+    assert main(["knn", str(weights), "--dataset", "folder", "--data-path", str(photo_run["photos"]), "--image-size",
+                 "32", "--num-workers", "0", "--k", "3", "--device", "cpu", "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)["protocol"]
+    assert (p["train_split"], p["test_split"], p["num_train"], p["num_test"], p["num_classes"]) == ("train", "val", 31,
+                                                                                                    16, 5)
