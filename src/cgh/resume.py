@@ -71,6 +71,11 @@ def find_checkpoint(target: str | os.PathLike) -> Path:
     if p.is_dir():
         p = p / "checkpoints" / "last.pt"
     if not p.exists():
+        run = p.parent.parent
+        if p.name == "last.pt" and (run / "config.yaml").is_file():  # a start that ended before its first checkpoint
+            raise CheckpointError(f"nothing to resume: {p} does not exist (the start in {run} ended before its "
+                                  f"first checkpoint); start it afresh with the same command without --resume, or "
+                                  f"`cgh pretrain {run / 'config.yaml'}`")
         raise CheckpointError(f"nothing to resume: {p} does not exist")
     return p
 

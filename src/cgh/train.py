@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -163,7 +164,9 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
     banner = run_banner(cfg, run, source, specs, world, bn_mode, monitor_off)
     if main:
         print_banner(banner, ckpt_path, run.start, run.step)
-        run.log.write({"kind": "start", "time": time.time(), "resumed": ckpt_path is not None, **banner})
+        # pid and host: a rerun of the same command tells a start still running from one that ended (cgh.rundir)
+        run.log.write({"kind": "start", "time": time.time(), "resumed": ckpt_path is not None,
+                       "pid": os.getpid(), "host": socket.gethostname(), **banner})
     return run
 
 
