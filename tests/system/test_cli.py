@@ -22,3 +22,13 @@ def test_unknown_key_through_the_cli_process(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "error: command line: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)\n"
     assert not any(tmp_path.iterdir())
+
+
+def test_an_option_between_the_preset_and_the_overrides_in_the_process(tmp_path):
+    """The issue's command, `cgh pretrain demo --overwrite out_dir=runs/x optim.epochs=2`, as a process (with
+    --print-config, so that nothing trains)."""
+    proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", "--overwrite", "out_dir=runs/x",
+                           "optim.epochs=2", "--print-config"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "epochs: 2" in proc.stdout and "out_dir: runs/x" in proc.stdout
