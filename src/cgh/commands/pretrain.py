@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_dict(load_checkpoint(find_checkpoint(target))["config"])
         merge(cfg, parse_overrides(overrides), "command line")
     else:
-        cfg = load_config(source, overrides)
+        cfg = load_config(source, overrides, origin="command line")
     if args.print_config:
         cfg.validate(dist.world_size() if dist.launched_by_torchrun() else 1)
         print(to_yaml(cfg), end="")
