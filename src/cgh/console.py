@@ -1,4 +1,5 @@
-"""What a pretraining run prints: the banner, the epoch line, the progress bar."""
+"""What a pretraining run prints: the banner, the epoch line, the progress bar, and the warning of a run that ends
+inside its InfoNCE warm-up."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from cgh import __version__
 from cgh.config import Config
+from cgh.losses import cgh_loss_weights
 
 
 def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str) -> dict[str, Any]:
@@ -24,6 +26,8 @@ def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str) -> dic
         "steps_per_epoch": run.steps_per_epoch, "epochs": o.epochs, "dataset": f"{source.name} ({len(source)} images)",
         "views": [s.size for s in specs], "temperatures": run.method.temperatures(),
         "loss_terms": list(run.method.loss_terms), "run_dir": str(run.run_dir),
+        "loss_warmup_steps": run.method.warmup_steps, "loss_warmup_epochs": m.loss_warmup_epochs,
+        "loss_warmup_min_steps": m.loss_warmup_min_steps, "end_step": run.stop_step,
     }
 
 
@@ -37,11 +41,37 @@ def print_banner(b: dict[str, Any], resumed_from, start: tuple[int, int], step: 
         f"  lr         {b['lr']:.4g} ({b['lr_rule']}), {b['epochs']} epochs x {b['steps_per_epoch']} steps",
         f"  BN         {b['bn_mode']}" + (f" ({b['bn_splits']} splits)" if b["bn_mode"] == "split" else ""),
         f"  queue      {b['queue_size']} slots; temperatures {b['temperatures']}",
+        *([f"  warm-up    InfoNCE -> relation loss over the first {b['loss_warmup_steps']} steps (max of "
+           f"method.loss_warmup_epochs {b['loss_warmup_epochs']} x {b['steps_per_epoch']} steps and "
+           f"method.loss_warmup_min_steps {b['loss_warmup_min_steps']}); the run ends at step {b['end_step']}"]
+          if b["loss_warmup_steps"] else []),
         f"  run dir    {b['run_dir']}",
     ]
     if resumed_from:
         lines.append(f"  resumed    from {resumed_from} at epoch {start[0]}, step {step}")
     print("\n".join(lines), flush=True)
+
+
+def warmup_warning(cfg: Config, warmup_steps: int, end_step: int, steps_per_epoch: int, ended: bool = False
+                   ) -> str | None:
+    """A one-line warning when a run ends (``end_step``) before its InfoNCE warm-up of ``warmup_steps`` does: its
+    last step is then still partly MoCo's InfoNCE, not the method's relation loss (a 120-step "CGH" run of the demo
+    recipe ends at w_nce 0.80). ``ended``: the wording for the end of the run. None when the warm-up ends in time."""
+    if not warmup_steps or end_step >= warmup_steps or end_step < 1:
+        return None
+    w_nce = cgh_loss_weights(end_step - 1, warmup_steps)[0]  # the weight of the last step's InfoNCE term
+    name, t = cfg.method.name, cfg.train
+    if t.max_steps and t.max_steps == end_step:
+        until, longer = f"train.max_steps = {t.max_steps}", f"train.max_steps={warmup_steps}"
+    else:
+        until = f"optim.epochs = {cfg.optim.epochs} x {steps_per_epoch} steps"
+        longer = f"optim.epochs={-(-warmup_steps // steps_per_epoch)}"
+    what = (f"the run ended at step {end_step}, inside its InfoNCE warm-up of {warmup_steps} steps: its last loss was"
+            if ended else f"this run ends at step {end_step} ({until}), before its InfoNCE warm-up of {warmup_steps} "
+                          f"steps does: its last loss will be")
+    return (f"warning: {what} {100 * w_nce:.0f}% InfoNCE and {100 * (1 - w_nce):.0f}% {name}'s relation loss "
+            f"(w_nce {w_nce:.2f}); for {name}'s own loss train at least {warmup_steps} steps ({longer}) or shorten "
+            f"the warm-up (method.loss_warmup_min_steps, method.loss_warmup_epochs)")
 
 
 def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...]) -> str:

@@ -30,7 +30,7 @@ from cgh import dist, resume
 from cgh.augment import build_augment
 from cgh.checkpoint import check_compatible, load_checkpoint, remove_stale_temporaries
 from cgh.config import Config, resolve_bn_mode, to_yaml
-from cgh.console import epoch_line, print_banner, progress_bar, run_banner
+from cgh.console import epoch_line, print_banner, progress_bar, run_banner, warmup_warning
 from cgh.data import build_pretrain_loader, open_split, source_options  # noqa: F401 - source_options: old path
 from cgh.diagnostics import CollapseWatch, is_diagnostic
 from cgh.errors import ConfigError
@@ -162,6 +162,9 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
     if main:
         print_banner(banner, ckpt_path, run.start, run.step)
         run.log.write({"kind": "start", "time": time.time(), "resumed": ckpt_path is not None, **banner})
+        warning = warmup_warning(cfg, method.warmup_steps, run.stop_step, steps_per_epoch)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     return run
 
 
@@ -322,6 +325,9 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
                   f"checkpoint {where}", flush=True)
         else:
             print(f"done: {run.step} steps, checkpoint {where}", flush=True)
+            warning = warmup_warning(run.cfg, run.method.warmup_steps, run.step, run.steps_per_epoch, ended=True)
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
         run.log.write({"kind": "end", "status": status, "step": run.step, "time": time.time(), **run.metrics})
     run.log.close()
     dist.barrier()

@@ -214,6 +214,7 @@ def test_existing_run_directory_through_the_cli_keeps_every_file(tmp_path, capsy
     out = tmp_path / "run"
     pretrain(tiny_config(out, "train.max_steps=1"))
     before = files_of(out)
+    capsys.readouterr()  # the first run's own output (a 1-step run warns that it ends inside its warm-up)
     assert main(["pretrain", "cifar10", *TINY, f"out_dir={out}", "train.device=cpu"]) == 2
     err = one_error_line(capsys.readouterr().err)
     assert re.match(rf"error: run directory {re.escape(str(out))} already exists and is not empty; pass --resume "
@@ -481,3 +482,25 @@ def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch,
     quiet = [0, 1, 2, 4, 5, 6]
     assert {s: reads[s] for s in quiet if s in reads} == {}
     assert reads.get(3) and reads.get(7)  # the epoch ends and the log point do read: the test sees reads
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("method", ["cgh", "ressl", "mocov2"])
+def test_a_run_shorter_than_its_warm_up_warns_at_start_and_end(tmp_path, capsys, method):
+    """A short CGH or ReSSL run never leaves the InfoNCE warm-up (600 steps in the demo): the banner shows the warm-up
+    in steps, and a warning says so when the run starts and when it ends. MoCo-v2 has no warm-up."""
+    pretrain(tiny_config(tmp_path / "run", f"method.name={method}", "method.ressl_warmup=true",
+                         "method.loss_warmup_min_steps=600", "train.max_steps=2",
+                         "aug.teacher_view=" + ("strong" if method == "mocov2" else "weak")))
+    captured = capsys.readouterr()
+    banner_line = ("  warm-up    InfoNCE -> relation loss over the first 600 steps (max of method.loss_warmup_epochs 1 "
+                   "x 4 steps and method.loss_warmup_min_steps 600); the run ends at step 2")
+    warnings = [line for line in captured.err.splitlines() if "InfoNCE warm-up" in line]
+    if method == "mocov2":
+        assert "warm-up " not in captured.out and not warnings
+        return
+    assert banner_line in captured.out.splitlines()
+    assert len(warnings) == 2 and warnings[0].startswith("warning: this run ends at step 2 (train.max_steps = 2)")
+    assert warnings[1].startswith("warning: the run ended at step 2, inside its InfoNCE warm-up of 600 steps: its "
+                                  "last loss was 100% InfoNCE")
+    assert records(tmp_path / "run", "start")[0]["loss_warmup_steps"] == 600
