@@ -298,7 +298,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         run.log.write({"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": acc})
         if run.main:
             print(f"epoch 0: kNN top-1 {acc:.2f}% (random init)", flush=True)
-    status = "finished"
+    status, first_step = "finished", run.step
     run.model.train()
     try:
         with StopSignal() as run.stop:
@@ -323,6 +323,12 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         elif status == "collapsed":
             print(f"stopped at step {run.step} because the features collapsed (train.stop_on_collapse); "
                   f"checkpoint {where}", flush=True)
+        elif run.step == first_step and run.step >= run.stop_step:  # resumed at its end: no step to run
+            end = (f"train.max_steps = {run.cfg.train.max_steps}" if run.stop_step < run.total_steps else
+                   f"the end of its optim.epochs = {run.cfg.optim.epochs}")
+            longer = "train.max_steps" if run.stop_step < run.total_steps else "optim.epochs"
+            print(f"nothing to do: {run.run_dir} is already at step {run.step}, {end}; to train further resume with a "
+                  f"larger {longer} (cgh pretrain --resume {run.run_dir} {longer}=N); checkpoint {where}", flush=True)
         else:
             print(f"done: {run.step} steps, checkpoint {where}", flush=True)
             warning = warmup_warning(run.cfg, run.method.warmup_steps, run.step, run.steps_per_epoch, ended=True)

@@ -504,3 +504,23 @@ def test_a_run_shorter_than_its_warm_up_warns_at_start_and_end(tmp_path, capsys,
     assert warnings[1].startswith("warning: the run ended at step 2, inside its InfoNCE warm-up of 600 steps: its "
                                   "last loss was 100% InfoNCE")
     assert records(tmp_path / "run", "start")[0]["loss_warmup_steps"] == 600
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_resuming_below_or_at_the_runs_end_says_so(tmp_path, capsys):
+    """`cgh pretrain --resume RUN optim.epochs=1` on a run that did 2 epochs printed only "done: 8 steps"."""
+    out = tmp_path / "run"
+    pretrain(tiny_config(out, "optim.epochs=2"))
+    before = files_of(out)
+    capsys.readouterr()
+    assert main(["pretrain", "--resume", str(out), "optim.epochs=1"]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert err == (f"error: cannot resume with optim.epochs=1: {out / 'checkpoints' / 'last.pt'} has already run 2 "
+                   f"epochs (8 steps), past that end; to train further give optim.epochs above 2 (the run's own is 2), "
+                   f"or evaluate the checkpoint as it is (cgh knn {out / 'checkpoints' / 'last.pt'})\n")
+    assert files_of(out) == before  # nothing of the run was touched
+    # at its own end: nothing to run, and the line says what would train further
+    assert main(["pretrain", "--resume", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()[-1]
+    assert printed.startswith(f"nothing to do: {out} is already at step 8, the end of its optim.epochs = 2; to train "
+                              f"further resume with a larger optim.epochs (cgh pretrain --resume {out} optim.epochs=N)")
