@@ -236,7 +236,7 @@ class TrainConfig:
     knn_max_train: int = 0
     """Use at most this many memory-bank images in the monitor (0: all), to keep it cheap on big datasets."""
     progress: bool = True
-    """Progress bar on rank 0."""
+    """Progress bar on rank 0, when stderr is a terminal (redirected output gets the epoch lines only)."""
     max_steps: int = 0
     """Stop after this many steps in total (0: run all epochs). For smoke tests; schedules still span all epochs."""
     tensorboard: bool = True

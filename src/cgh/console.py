@@ -74,7 +74,27 @@ def warmup_warning(cfg: Config, warmup_steps: int, end_step: int, steps_per_epoc
             f"the warm-up (method.loss_warmup_min_steps, method.loss_warmup_epochs)")
 
 
-def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...]) -> str:
+def duration(seconds: float) -> str:
+    """``42s``, ``3m07s``, ``2h05m``: a time span as a person reads it."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def elapsed_and_eta(began: tuple[float, int], now: float, step: int, end_step: int) -> tuple[float, float | None]:
+    """Seconds since ``began`` = (time, step), and the seconds left to ``end_step`` at the pace since then (None
+    before the first step)."""
+    elapsed = now - began[0]
+    done = step - began[1]
+    return elapsed, (elapsed / done * max(0, end_step - step) if done > 0 else None)
+
+
+def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...],
+               times: tuple[float, float | None] | None = None) -> str:
+    """The line printed at an epoch's end; ``times``: (elapsed, ETA) in seconds (``elapsed_and_eta``)."""
     parts = [f"epoch {r['epoch']}/{epochs}", f"loss {r['loss']:.4f}"]
     parts += [f"{k} {r[k]:.4f}" for k in loss_terms if k in r]
     for context in ("global", "hyper"):  # cgh.diagnostics: feature spread, rank, teacher target entropy
@@ -88,11 +108,16 @@ def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...]) -> s
     parts.append(f"{r['img_per_s']:.0f} img/s")
     if "data_share" in r:  # the epoch's time spent waiting for the loader: the data path is the bottleneck if large
         parts.append(f"data {100 * r['data_share']:.0f}%")
+    if times is not None:
+        elapsed, eta = times
+        parts.append(f"elapsed {duration(elapsed)}" + (f", ETA {duration(eta)}" if eta is not None else ""))
     return "  ".join(parts)
 
 
 def progress_bar(enabled: bool, total: int, initial: int, epoch: int, epochs: int):
-    if not enabled:
+    """A tqdm bar over the epoch's steps on stderr, only when stderr is a terminal: redirected to a file, a bar is
+    carriage-return fragments, and the epoch line (with elapsed time and ETA) says what it would."""
+    if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 

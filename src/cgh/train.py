@@ -30,7 +30,7 @@ from cgh import dist, resume
 from cgh.augment import build_augment
 from cgh.checkpoint import check_compatible, load_checkpoint, remove_stale_temporaries
 from cgh.config import Config, resolve_bn_mode, to_yaml
-from cgh.console import epoch_line, print_banner, progress_bar, run_banner, warmup_warning
+from cgh.console import duration, elapsed_and_eta, epoch_line, print_banner, progress_bar, run_banner, warmup_warning
 from cgh.data import build_pretrain_loader, open_split, source_options  # noqa: F401 - source_options: old path
 from cgh.diagnostics import CollapseWatch, is_diagnostic
 from cgh.errors import ConfigError
@@ -283,7 +283,8 @@ def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int
     run.metrics.update({k: record[k] for k in ("loss",) if k in record})
     run.log.write(record)
     if run.main:
-        print(epoch_line(record, epochs, run.method.loss_terms), flush=True)
+        times = elapsed_and_eta(run.began, time.time(), run.step, run.stop_step)
+        print(epoch_line(record, epochs, run.method.loss_terms, times), flush=True)
     keep = bool(t.keep_every and (epoch + 1) % t.keep_every == 0)
     if last or (epoch + 1) % t.ckpt_every == 0 or status in ("stopped", "collapsed") or keep:
         run.save(epoch + 1, 0, keep=keep)
@@ -299,6 +300,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         if run.main:
             print(f"epoch 0: kNN top-1 {acc:.2f}% (random init)", flush=True)
     status, first_step = "finished", run.step
+    run.began = (time.time(), run.step)
     run.model.train()
     try:
         with StopSignal() as run.stop:
@@ -330,7 +332,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
             print(f"nothing to do: {run.run_dir} is already at step {run.step}, {end}; to train further resume with a "
                   f"larger {longer} (cgh pretrain --resume {run.run_dir} {longer}=N); checkpoint {where}", flush=True)
         else:
-            print(f"done: {run.step} steps, checkpoint {where}", flush=True)
+            print(f"done: {run.step} steps in {duration(time.time() - run.began[0])}, checkpoint {where}", flush=True)
             warning = warmup_warning(run.cfg, run.method.warmup_steps, run.step, run.steps_per_epoch, ended=True)
             if warning:
                 print(warning, file=sys.stderr, flush=True)

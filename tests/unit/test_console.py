@@ -4,7 +4,7 @@ epoch line's times. The banner and lines of real runs: tests/unit/test_train.py.
 import pytest
 
 from cgh.config import load_config
-from cgh.console import warmup_warning
+from cgh.console import duration, elapsed_and_eta, epoch_line, warmup_warning
 
 
 def test_a_run_ending_inside_the_warm_up_says_how_much_is_still_infonce():
@@ -30,3 +30,17 @@ def test_the_epochs_to_set_when_the_epochs_are_too_few():
 @pytest.mark.parametrize("warmup, end", [(600, 600), (600, 1280), (0, 10)])
 def test_no_warning_when_the_warm_up_ends_in_time_or_there_is_none(warmup, end):
     assert warmup_warning(load_config("demo"), warmup, end, 64) is None
+
+
+@pytest.mark.parametrize("seconds, shown", [(0, "0s"), (42.4, "42s"), (187, "3m07s"), (3599.6, "1h00m"),
+                                            (7500, "2h05m")])
+def test_durations_read_as_a_person_writes_them(seconds, shown):
+    assert duration(seconds) == shown
+
+
+def test_the_epoch_line_ends_with_elapsed_time_and_eta():
+    elapsed, eta = elapsed_and_eta((100.0, 20), 160.0, 80, 200)  # 60 steps in 60 s, 120 to go
+    assert (elapsed, eta) == (60.0, 120.0)
+    assert elapsed_and_eta((100.0, 20), 100.0, 20, 200) == (0.0, None)  # no step yet: no pace to go by
+    record = {"epoch": 2, "loss": 1.5, "img_per_s": 700.0}
+    assert epoch_line(record, 10, (), (elapsed, eta)).endswith("700 img/s  elapsed 1m00s, ETA 2m00s")

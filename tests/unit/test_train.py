@@ -524,3 +524,16 @@ def test_resuming_below_or_at_the_runs_end_says_so(tmp_path, capsys):
     printed = capsys.readouterr().out.splitlines()[-1]
     assert printed.startswith(f"nothing to do: {out} is already at step 8, the end of its optim.epochs = 2; to train "
                               f"further resume with a larger optim.epochs (cgh pretrain --resume {out} optim.epochs=N)")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_output_to_a_file_has_no_progress_bar_and_gives_times(tmp_path, capsys):
+    """Redirected to a file (capsys: not a terminal), the output held progress-bar fragments and no elapsed time or
+    ETA: now one line per epoch with both, and the time the run took at the end."""
+    pretrain(tiny_config(tmp_path / "run", "optim.epochs=2", "train.progress=true"))
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out and "it/s" not in captured.err
+    lines = captured.out.splitlines()
+    assert re.search(r"^epoch 1/2 .* elapsed \d+s, ETA \d+s$", next(x for x in lines if x.startswith("epoch 1/2")))
+    assert re.search(r"^epoch 2/2 .* elapsed \d+s, ETA 0s$", next(x for x in lines if x.startswith("epoch 2/2")))
+    assert re.match(r"done: 8 steps in \d+s, checkpoint ", lines[-1])
