@@ -1,7 +1,8 @@
 """Decoding image files (simplejpeg for JPEGs, Pillow for the rest), and the torchvision geometry we re-implement on
 them (torchvision does not import on the development machines).
 
-- :func:`load_image`: decode one file as RGB, DataError naming the file when it is not an image or is truncated;
+- :func:`load_image`: decode one file as 8-bit RGB (any mode: 16-bit, float and transparent images as
+  cgh.data.image_modes says), DataError naming the file when it is not an image or is truncated;
   :func:`open_image` (:class:`EncodedImage`) + ``decode``, the same in two steps, so that a JPEG can be decoded at
   a reduced scale chosen from its size (:func:`draft_scale`).
 - :func:`random_resized_crop_box`: torchvision ``RandomResizedCrop.get_params`` (10 tries, then a centre crop), and
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from cgh.data.image_modes import rgb_pixels
 from cgh.errors import DataError
 
 try:  # a dependency of cgh; without it every image is decoded by Pillow
@@ -37,7 +39,7 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching in the tes
     simplejpeg = None
 
 # Bumped whenever the pixels decode_all produces could change, so that stale caches are never read.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: 16-bit, float and transparent images decoded by cgh.data.image_modes
 
 
 def _pil_error(path: str, e: Exception) -> DataError:
@@ -102,7 +104,7 @@ class EncodedImage:
                     img.draft("RGB", (width // scale, height // scale))  # Pillow picks exactly 1/scale for this
                     applied = scale if img.size == (-(-width // scale), -(-height // scale)) else 1
                 img.load()  # Pillow decodes lazily: a truncated file fails here
-                return np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8), applied
+                return rgb_pixels(img), applied  # 16-bit, float and transparent images too (cgh.data.image_modes)
         except Exception as e:
             raise _pil_error(self.path, e) from e
 
