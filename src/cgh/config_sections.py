@@ -26,7 +26,8 @@ class DataConfig:
     std: list[float] = field(default_factory=list)
     """Normalisation std; empty = the dataset's own."""
     num_workers: int = 8
-    """Decoding workers per process for file datasets (in-memory datasets need none)."""
+    """Decoding workers per process for file datasets (in-memory datasets need none); at most one per CPU the process
+    may use (os.sched_getaffinity), whatever is asked."""
     prefetch_factor: int = 2
     """File datasets: batches each decoding worker prepares ahead (torch DataLoader's prefetch_factor, its default)."""
     jpeg_draft: bool = True

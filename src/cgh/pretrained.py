@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from cgh.backbone import ARCHS, STAGE_NAMES, ResNet
-from cgh.checkpoint import FORMAT, check_checkpoint
+from cgh.checkpoint import FORMAT, check_checkpoint, checkpoint_file
 from cgh.checkpoint_formats import backbone_state_dict, detect, file_info, read_checkpoint
 from cgh.config import config_from_dict
 from cgh.data.normalization import IMAGENET, dataset_normalization
@@ -150,10 +150,11 @@ class PretrainedBackbone(nn.Module):
 
 def load_backbone(path: str | os.PathLike, which: str = "student", map_location: str | torch.device = "cpu"
                   ) -> PretrainedBackbone:
-    """A ``PretrainedBackbone`` from any accepted file (see the module docstring), in eval mode on ``map_location``."""
+    """A ``PretrainedBackbone`` from any accepted file (see the module docstring), or a run directory's
+    ``checkpoints/last.pt``, in eval mode on ``map_location``."""
     if which not in ("student", "teacher"):
         raise ValueError(f"which must be 'student' or 'teacher', got {which!r}")
-    path = Path(path)
+    path = checkpoint_file(path)
     obj, stood_in = read_checkpoint(path)
     info: dict[str, Any] = {"path": str(path)}
     hyper_sd: dict[str, torch.Tensor] = {}

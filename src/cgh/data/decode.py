@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from cgh.data.image_modes import rgb_pixels
 from cgh.errors import DataError
+from cgh.runtime import loader_workers, usable_cpus
 
 try:  # a dependency of cgh; without it every image is decoded by Pillow
     import simplejpeg
@@ -249,7 +250,7 @@ class _DecodeDataset(torch.utils.data.Dataset):
 
 
 def default_decode_workers() -> int:
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return min(8, usable_cpus())
 
 
 def _cache_file(cache_dir: str, paths: list[str], size: int) -> str:
@@ -282,7 +283,7 @@ def decode_all(
                 return torch.from_numpy(cached)
         except (OSError, ValueError) as e:
             warnings.warn(f"ignoring unreadable decode cache {cache_path}: {e}", stacklevel=2)
-    workers = default_decode_workers() if num_workers is None else num_workers
+    workers = default_decode_workers() if num_workers is None else loader_workers(num_workers)
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)  # (N, 3, S, S)
     loader = torch.utils.data.DataLoader(_DecodeDataset(paths, size), batch_size=256, num_workers=workers)
     pos = 0
