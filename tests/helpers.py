@@ -85,6 +85,33 @@ def save_png(path, hwc: np.ndarray) -> None:
     Image.fromarray(hwc).save(path, format="PNG")
 
 
+def save_png16(path, samples: np.ndarray) -> None:
+    """A 16-bit PNG written byte by byte (Pillow writes 16-bit greyscale only): ``samples`` uint16 (H, W) grey,
+    (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA."""
+    import zlib
+
+    hw = samples.shape[:2]
+    channels = 1 if samples.ndim == 2 else samples.shape[2]
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = samples.astype(">u2").reshape(hw[0], -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 per scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", hw[1], hw[0], 16, color_type, 0, 0, 0)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                + chunk(b"IEND", b""))
+
+
+def png_bit_depth(path) -> int:
+    """The bit depth a PNG file's header declares."""
+    with open(path, "rb") as f:
+        return f.read(25)[24]
+
+
 def random_hwc(h=8, w=8) -> np.ndarray:
     return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
 

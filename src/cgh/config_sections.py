@@ -30,7 +30,8 @@ class DataConfig:
     std: list[float] = field(default_factory=list)
     """Normalisation std; empty = the dataset's own."""
     num_workers: int = 8
-    """Decoding workers per process for file datasets (in-memory datasets need none)."""
+    """Decoding workers per process for file datasets (in-memory datasets need none); at most one per CPU the process
+    may use (os.sched_getaffinity), whatever is asked."""
     prefetch_factor: int = 2
     """File datasets: batches each decoding worker prepares ahead (torch DataLoader's prefetch_factor, its default)."""
     jpeg_draft: bool = True
@@ -242,7 +243,7 @@ class TrainConfig:
     knn_max_train: int = 0
     """Use at most this many memory-bank images in the monitor (0: all), to keep it cheap on big datasets."""
     progress: bool = True
-    """Progress bar on rank 0."""
+    """Progress bar on rank 0, when stderr is a terminal (redirected output gets the epoch lines only)."""
     max_steps: int = 0
     """Stop after this many steps in total (0: run all epochs). For smoke tests; schedules still span all epochs."""
     tensorboard: bool = True

@@ -104,6 +104,13 @@ def resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) 
         if key not in RESUME_SAFE + ("optim.epochs",):
             raise ConfigError(f"cannot change {key} when resuming ({saved.get(key)!r} in {path}, {value!r} given); "
                               f"keys that may change: {', '.join(RESUME_SAFE + ('optim.epochs',))}")
+        if key == "optim.epochs" and (value < ckpt["epoch"] or (value == ckpt["epoch"] and ckpt.get("epoch_step"))):
+            # the loop would run no step and print "done": say that the run is past this end, and what to do
+            done = f"{ckpt['epoch']} epochs" + (" and part of the next" if ckpt.get("epoch_step") else "")
+            raise ConfigError(f"cannot resume with optim.epochs={value}: {path} has already run {done} "
+                              f"({ckpt['step']} steps), past that end; to train further give optim.epochs above "
+                              f"{ckpt['epoch']} (the run's own is {saved[key]}), or evaluate the checkpoint as it is "
+                              f"(cgh knn {path})")
         _set(cfg, key, value)
         if main and key == "optim.epochs":
             print(f"note: optim.epochs changed on resume ({saved[key]} -> {value}): the lr schedule changes",

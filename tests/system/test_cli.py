@@ -68,3 +68,11 @@ def test_a_folder_of_photographs_as_people_keep_them(tmp_path):
         assert protocol["skipped_files"] == {"folder:train": [broken[0]], "folder:val": [broken[1]]}
         assert f"undecodable image(s) of folder:val (data.corrupt=skip; error stops instead): {broken[1]}" in \
             proc.stderr
+def test_an_option_between_the_preset_and_the_overrides_in_the_process(tmp_path):
+    """The issue's command, `cgh pretrain demo --overwrite out_dir=runs/x optim.epochs=2`, as a process (with
+    --print-config, so that nothing trains)."""
+    proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", "--overwrite", "out_dir=runs/x",
+                           "optim.epochs=2", "--print-config"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "epochs: 2" in proc.stdout and "out_dir: runs/x" in proc.stdout

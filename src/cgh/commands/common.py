@@ -1,10 +1,13 @@
 """The command-line plumbing the evaluation commands (knn, linear, semisup, cluster, tsne) share.
 
-- ``cgh knn runs/x/checkpoints/last.pt`` evaluates on the dataset the checkpoint was trained on: name, path, eval
-  splits, image size, normalisation and synthetic-data options come from the config stored in the checkpoint;
-- ``--dataset NAME`` switches dataset (its preset supplies the image size and eval splits; ``--data-path``,
-  ``--train-split``, ``--test-split``, ``--image-size`` and ``--data-option key=value`` override single values);
-  a torchvision-format or authors' backbone carries no config, so it needs ``--dataset``;
+- ``cgh knn runs/x/checkpoints/last.pt`` (or the run directory ``runs/x``) evaluates on the dataset the checkpoint
+  was trained on: name, path, eval splits, image size, normalisation and synthetic-data options come from the config
+  stored in the checkpoint;
+- ``--dataset NAME`` switches dataset (its preset supplies the eval splits; ``--data-path``, ``--train-split``,
+  ``--test-split``, ``--image-size`` and ``--data-option key=value`` override single values); the image size stays
+  the one the checkpoint was trained at. A torchvision-format or authors' backbone carries no config, so it needs
+  ``--dataset``, and is evaluated at that dataset's preset size unless ``--image-size`` says otherwise (224 for a
+  folder or .npz, with a note saying so);
 - ``--json`` prints exactly one JSON object on stdout: ``{"command", "metrics", "protocol"}``, where the protocol
   names the features, the dataset and splits, the image size and transform, the checkpoint and its epoch/step,
   method and architecture, plus the command's own numbers (k, temperature, epochs, lr, ...);
@@ -25,7 +28,7 @@ from typing import Any
 import torch
 
 from cgh.augment import dataset_normalization
-from cgh.checkpoint import FORMAT
+from cgh.checkpoint import FORMAT, checkpoint_file
 from cgh.checkpoint_formats import read_checkpoint
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, preset_names
 from cgh.data import open_split
@@ -46,8 +49,9 @@ DEFAULT_BATCH_SIZE = 256
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     """The checkpoint, which network in it, device, precision and output format."""
-    parser.add_argument("checkpoint", help="a `cgh pretrain` checkpoint (runs/x/checkpoints/last.pt), a "
-                        "torchvision-format backbone state dict (needs --dataset) or an authors' checkpoint")
+    parser.add_argument("checkpoint", help="a `cgh pretrain` checkpoint (runs/x/checkpoints/last.pt) or its run "
+                        "directory (runs/x), a torchvision-format backbone state dict (needs --dataset) or an authors' "
+                        "checkpoint")
     parser.add_argument("--which", choices=("student", "teacher"), default="student",
                         help="network of a cgh checkpoint to evaluate (default: the student, as the authors)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
@@ -83,7 +87,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-split", default=None,
                         help="split the accuracy is measured on (default: data.eval_test_split)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="evaluation crop in pixels (default: data.image_size; 224 gives Resize 256 + CenterCrop)")
+                        help="evaluation crop in pixels (default: the size the checkpoint was trained at, from its "
+                             "config; for a file without one, the dataset preset's size, else 224; 224 gives Resize "
+                             "256 + CenterCrop)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="decoding workers for file datasets (default: data.num_workers; arrays need none)")
@@ -168,13 +174,15 @@ def eval_config(checkpoint_config: dict[str, Any] | None, args: argparse.Namespa
         base = dataset_config(dataset)
         if cfg is None:
             cfg = base
-        else:
-            cfg.data = base.data  # another dataset: none of the checkpoint's data values apply
+        else:  # another dataset: none of the checkpoint's data values apply but the input size the model learnt at
+            base.data.image_size = cfg.data.image_size
+            cfg.data = base.data
     d = cfg.data
     options = [o if o.startswith("data.") else f"data.{o}" for o in getattr(args, "data_option", []) or []]
     if options:
         merge(cfg, parse_overrides(options), "--data-option")
-        if from_defaults and d.name == "synthetic" and not any(o.startswith("data.image_size=") for o in options):
+        if checkpoint_config is None and d.name == "synthetic" and not any(o.startswith("data.image_size=")
+                                                                            for o in options):
             d.image_size = d.synthetic_image_size  # evaluate generated images at the size they are drawn at
     for flag, key in (("data_path", "path"), ("train_split", "eval_train_split"), ("test_split", "eval_test_split"),
                       ("image_size", "image_size"), ("num_workers", "num_workers")):
@@ -214,7 +222,7 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
     ``learns_from_train`` (default ``need_train``): the command fits or votes with the train split, so a test split
     holding the same images is refused (``check_held_out``)."""
     device = resolve_device(args.device)
-    path = args.checkpoint
+    path = checkpoint_file(args.checkpoint)  # a run directory: its checkpoints/last.pt
     obj, _ = read_checkpoint(path)  # CheckpointError for a missing, empty, truncated or unsafe file
     ckpt_config = obj.get("config") if isinstance(obj, dict) and obj.get("format") == FORMAT else None
     del obj
@@ -231,6 +239,12 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
         require_labels(test_source, "test")
     if train_source is not None and test_source is not None:
         check_same_classes(train_source, test_source)
+    if ckpt_config is None and getattr(args, "image_size", None) is None and d.name in ("folder", "npz"):
+        # a folder or .npz has no size of its own, and the file does not say what the model was trained at
+        stem = (" (its 3x3 CIFAR stem suggests small images: 32 to 96 px)"
+                if model.info.get("stem") == "cifar" and d.image_size >= 224 else "")
+        print(f"note: {path} holds no training config, so it is evaluated at {d.image_size} px, the {d.name} "
+              f"default{stem}; give the size it was trained at with --image-size", file=sys.stderr, flush=True)
     sources = [s for s in (train_source, test_source) if s is not None]
     mean, std = dataset_normalization(cfg.data)
     batch_size = args.batch_size if getattr(args, "batch_size", None) is not None else DEFAULT_BATCH_SIZE

@@ -12,6 +12,7 @@ from cgh.data.base import FileSource, Source
 from cgh.data.decode import eval_resize, load_image, resize_center_crop, to_uint8_chw
 from cgh.data.loaders import CORRUPT_MODES, GlobalBatchSampler, _FileDataset, _to_device
 from cgh.errors import DataError
+from cgh.runtime import loader_workers
 
 
 class _EvalDataset(_FileDataset):
@@ -63,7 +64,8 @@ class EvalLoader:
         self._loader: DataLoader | None = None
         if isinstance(source, FileSource):
             self._loader = DataLoader(
-                _EvalDataset(source, image_size, corrupt), batch_sampler=sampler, num_workers=num_workers,
+                _EvalDataset(source, image_size, corrupt), batch_sampler=sampler,
+                num_workers=loader_workers(num_workers),
                 collate_fn=_CollateEval(image_size), pin_memory=device.type == "cuda",
                 generator=torch.Generator(),  # leave the global generator alone (see the pretraining loader)
             )

@@ -100,11 +100,13 @@ def test_flags_override_the_checkpoint(cgh_checkpoint):
         resolve_eval_setup(parse([str(cgh_checkpoint), "--device", "cpu", "--test-split", "train"]))
 
 
-def test_another_dataset_takes_its_preset_defaults(cgh_checkpoint):
+def test_another_dataset_takes_its_preset_defaults_but_the_trained_image_size(cgh_checkpoint):
+    """The splits and path are the other dataset's; the input size stays the one the model was trained at (issue 18:
+    a 32-px model was evaluated on a folder at 224 px)."""
     cfg = eval_config({"data": {"name": "synthetic", "image_size": 16, "path": "x"}},
                       parse([str(cgh_checkpoint), "--dataset", "imagenet", "--data-path", "/in"]), "ckpt")
     d = cfg.data
-    assert (d.name, d.path, d.image_size, d.eval_train_split, d.eval_test_split) == ("imagenet", "/in", 224, "train",
+    assert (d.name, d.path, d.image_size, d.eval_train_split, d.eval_test_split) == ("imagenet", "/in", 16, "train",
                                                                                      "val")
     cfg = eval_config(None, parse(["w.pt", "--dataset", "imagenet100"]), "w.pt")
     assert (cfg.data.name, cfg.data.image_size, cfg.data.eval_test_split) == ("imagenet100", 224, "val")
@@ -245,3 +247,64 @@ def test_weights_without_a_config_on_a_folder_of_splits(photo_run, tmp_path, cap
     p = json.loads(capsys.readouterr().out)["protocol"]
     assert (p["train_split"], p["test_split"], p["num_train"], p["num_test"], p["num_classes"]) == ("train", "val", 31,
                                                                                                     16, 5)
+# ---- run directories, the image size of a file without config, loader workers (issue 18 item 9) ----------------------
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Two classes of four 40 x 40 JPEG crops of scikit-learn's two bundled photographs."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    root = tmp_path_factory.mktemp("photos")
+    for name in ("china", "flower"):
+        photo = load_sample_image(f"{name}.jpg")
+        (root / name).mkdir()
+        for i in range(4):
+            Image.fromarray(photo[40 * i:40 * i + 40, 100:140]).save(root / name / f"{i}.jpg", quality=90)
+    return root
+
+
+def test_evaluation_commands_take_a_run_directory(cgh_checkpoint, tmp_path, capsys):
+    from cgh.cli import main
+
+    run_dir = cgh_checkpoint.parent.parent
+    assert main(["knn", str(run_dir), "--json", "--k", "3", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"]["checkpoint"] == str(cgh_checkpoint)
+    assert main(["export", str(run_dir), "--format", "torchvision", "--out", str(tmp_path / "r.pth")]) == 0
+    assert (tmp_path / "r.pth").exists() and load_backbone(run_dir).info["path"] == str(cgh_checkpoint)
+    capsys.readouterr()
+    assert main(["knn", str(tmp_path)]) == 2  # a directory without checkpoints/last.pt: say where it was looked for
+    assert capsys.readouterr().err == (f"error: {tmp_path} is a directory without checkpoints/last.pt: give a "
+                                       f"checkpoint file, or a run directory of `cgh pretrain` (its checkpoint is "
+                                       f"RUN/checkpoints/last.pt)\n")
+
+
+def test_an_exported_file_on_a_folder_of_photographs(cgh_checkpoint, photo_folder, tmp_path, capsys, monkeypatch):
+    """The issue: an exported file evaluated on a folder on a 2-core machine started 8 loader workers (two torch
+    warnings) and resized to 224 px a model trained at 16; the checkpoint itself is evaluated at its own size."""
+    import os
+    import warnings
+
+    from cgh.cli import main
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # a 2-core machine
+    exported = tmp_path / "r18.pth"
+    assert main(["export", str(cgh_checkpoint), "--format", "torchvision", "--out", str(exported)]) == 0
+    capsys.readouterr()
+    folder = ["--dataset", "folder", "--data-path", str(photo_folder), "--k", "3", "--json", "--device", "cpu"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["knn", str(exported), *folder]) == 0
+    assert not [w for w in caught if "worker" in str(w.message)], [str(w.message) for w in caught]
+    out, err = capsys.readouterr()
+    assert json.loads(out)["protocol"]["image_size"] == 224
+    assert err == (f"note: {exported} holds no training config, so it is evaluated at 224 px, the folder default (its "
+                   f"3x3 CIFAR stem suggests small images: 32 to 96 px); give the size it was trained at with "
+                   f"--image-size\n")
+    assert main(["knn", str(exported), *folder, "--image-size", "16"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["protocol"]["image_size"] == 16 and err == ""
+    assert main(["knn", str(cgh_checkpoint), *folder]) == 0  # the checkpoint's own size, from its config
+    out, err = capsys.readouterr()
+    assert json.loads(out)["protocol"]["image_size"] == 16 and err == ""
