@@ -20,6 +20,7 @@ from cgh.errors import ConfigError
 from cgh.evaluate.features import extract_features
 from cgh.pretrained import load_backbone
 from tests.helpers import one_error_line
+from tests.helpers import photo_folder as make_photo_folder
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -252,16 +253,9 @@ def test_weights_without_a_config_on_a_folder_of_splits(photo_run, tmp_path, cap
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
-    """Two classes of four 40 x 40 JPEG crops of scikit-learn's two bundled photographs."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_image
-
+    """Real JPEG photographs in train/<class>/ and val/<class>/ (tests.helpers.photo_folder)."""
     root = tmp_path_factory.mktemp("photos")
-    for name in ("china", "flower"):
-        photo = load_sample_image(f"{name}.jpg")
-        (root / name).mkdir()
-        for i in range(4):
-            Image.fromarray(photo[40 * i:40 * i + 40, 100:140]).save(root / name / f"{i}.jpg", quality=90)
+    make_photo_folder(root, per_split=(4, 2))
     return root
 
 
