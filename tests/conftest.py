@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from tests.helpers import tiny_config
+from tests.helpers import break_jpeg, photo_folder, tiny_config
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -45,6 +45,29 @@ def one_step_runs(tmp_path_factory):
                              "aug.teacher_view=" + ("strong" if method == "mocov2" else "weak")))
         out[method] = root / method
     return out
+
+
+@pytest.fixture(scope="session")
+def photo_run(tmp_path_factory):
+    """A folder of real photographs as people keep them (tests/helpers.py photo_folder: train/ with 6 and val/ with 3
+    JPEGs of each of 5 classes) plus one truncated JPEG in train/hopper and one in val/hopper, and a one-step run
+    pretrained on it with `cgh pretrain cifar10 data.name=folder data.path=PHOTOS` (TINY, batch 16).
+    ``{"photos": PHOTOS, "run": RUN, "checkpoint": RUN/checkpoints/last.pt, "broken": {split: path}}``; tests read
+    them and must not change them."""
+    from cgh.train import pretrain
+
+    root = tmp_path_factory.mktemp("photo_run")
+    photos = root / "photos"
+    photo_folder(photos, per_split=(6, 3))
+    broken = {}
+    for split in ("train", "val"):
+        path = photos / split / "hopper" / "broken.jpg"
+        path.write_bytes((photos / split / "hopper" / "00.jpg").read_bytes())
+        broken[split] = break_jpeg(path)
+    pretrain(tiny_config(root / "run", "data.name=folder", f"data.path={photos}", "optim.batch_size=16",
+                         "optim.epochs=1", "train.max_steps=1"))
+    return {"photos": photos, "run": root / "run", "checkpoint": root / "run" / "checkpoints" / "last.pt",
+            "broken": broken}
 
 
 def pytest_collection_modifyitems(config, items):

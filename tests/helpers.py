@@ -91,6 +91,33 @@ def save_png(path, hwc: np.ndarray) -> None:
     Image.fromarray(hwc).save(path, format="PNG")
 
 
+def save_png16(path, samples: np.ndarray) -> None:
+    """A 16-bit PNG written byte by byte (Pillow writes 16-bit greyscale only): ``samples`` uint16 (H, W) grey,
+    (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA."""
+    import zlib
+
+    hw = samples.shape[:2]
+    channels = 1 if samples.ndim == 2 else samples.shape[2]
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = samples.astype(">u2").reshape(hw[0], -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 per scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", hw[1], hw[0], 16, color_type, 0, 0, 0)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                + chunk(b"IEND", b""))
+
+
+def png_bit_depth(path) -> int:
+    """The bit depth a PNG file's header declares."""
+    with open(path, "rb") as f:
+        return f.read(25)[24]
+
+
 def random_hwc(h=8, w=8) -> np.ndarray:
     return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
@@ -143,6 +170,51 @@ def npz_bytes(compressed: bool) -> bytes:
     (np.savez_compressed if compressed else np.savez)(
         buf, images=np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3), labels=np.array([0, 1]))
     return buf.getvalue()
+
+
+PHOTO_CLASSES = ("china_left", "china_right", "flower_left", "flower_right", "hopper")
+
+
+def _photographs() -> dict[str, np.ndarray]:
+    """Five (H, W, 3) uint8 regions of the real photographs that ship with installed packages (scikit-learn's china
+    and flower, matplotlib's grace_hopper), one per class of ``photo_folder``."""
+    import matplotlib.cbook
+    from sklearn.datasets import load_sample_images
+
+    china, flower = load_sample_images().images  # (427, 640, 3) each
+    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        hopper = np.asarray(im.convert("RGB"))  # (600, 512, 3)
+    regions = (china[:, :320], china[:, 320:], flower[:, :320], flower[:, 320:], hopper)
+    return dict(zip(PHOTO_CLASSES, regions, strict=True))
+
+
+def photo_folder(root, splits=("train", "val"), per_split=(6, 3), size=40, seed=0) -> dict[str, int]:
+    """A folder of real JPEG photographs as people keep them: ``root/<split>/<class>/NN.jpg``, five classes
+    (``PHOTO_CLASSES``), ``per_split[i]`` images per class in ``splits[i]``. Split i's crops are cut from band i of
+    its class's region (horizontal bands that do not overlap), so no split holds pixels of another. Returns the
+    number of images per split."""
+    rng = np.random.default_rng(seed)
+    counts = {}
+    for cls, region in _photographs().items():
+        band = region.shape[0] // len(splits)
+        for i, (split, n) in enumerate(zip(splits, per_split, strict=True)):
+            folder = Path(root) / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                side = int(rng.integers(band // 2, min(band, region.shape[1]) + 1))
+                top = i * band + int(rng.integers(0, band - side + 1))
+                left = int(rng.integers(0, region.shape[1] - side + 1))
+                crop = Image.fromarray(region[top : top + side, left : left + side]).resize((size, size))
+                crop.save(folder / f"{k:02d}.jpg", format="JPEG", quality=90)
+            counts[split] = counts.get(split, 0) + n
+    return counts
+
+
+def break_jpeg(path) -> str:
+    """Cut a JPEG file to half its bytes (a download that stopped): it no longer decodes. Returns its path."""
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 2])
+    return str(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -101,6 +101,19 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> None:
             p.unlink(missing_ok=True)
 
 
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """``path`` itself, or for a run directory (what ``cgh pretrain --resume`` takes) its ``checkpoints/last.pt``; a
+    directory without one is a CheckpointError saying where the file was looked for."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    last = path / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(f"{path} is a directory without {Path('checkpoints') / 'last.pt'}: give a checkpoint "
+                              f"file, or a run directory of `cgh pretrain` (its checkpoint is RUN/checkpoints/last.pt)")
+    return last
+
+
 def load_file(path: str | os.PathLike) -> Any:
     """``torch.load`` with ``weights_only=True`` on the CPU, turning every failure into a CheckpointError."""
     path = Path(path)

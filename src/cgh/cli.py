@@ -5,11 +5,16 @@ of the library (cgh.train, cgh.evaluate, ...). ``COMMANDS`` names each module an
 imported only when its command is parsed or run, so ``cgh --help`` imports none of them and is instant.
 Errors caused by the user's input (``cgh.errors.CGHError``: a bad path, key, value or file) are printed as one
 ``error:`` line and exit with status 2; anything else is a bug and keeps its traceback.
+
+A command's options and positionals may come in any order (``cgh pretrain demo --overwrite out_dir=runs/x
+optim.epochs=2``): its own parser parses them intermixed. Plain ``parse_args`` would give every positional to the
+first run of them (``demo``) and call the ``key=value`` overrides after an option "unrecognized arguments".
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -31,9 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
     """The parser of every command, with the arguments of command ``only`` (its module imported); without ``only``
-    just the command list, which is all the top-level help and an unknown command's error need."""
+    just the command list, which is all the top-level help and an unknown command's error need. Returns the
+    top-level parser and the sub-parser of ``only`` (None without it)."""
     from cgh import __version__
 
     parser = argparse.ArgumentParser(
@@ -42,11 +48,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cgh {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    own = None
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == only:
             importlib.import_module(module).add_arguments(p)
-    return parser
+            own = p
+    return parser, own
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """What to blame for arguments the parser did not take: the unknown options when there are any (argparse also
+    lists the positionals after one, which are fine), with the nearest option of the command."""
+    options = [a for a in extras if a.startswith("-")]
+    if not options:
+        return " ".join(extras)
+    known = [s for action in parser._actions for s in action.option_strings]
+    words = []
+    for option in options:
+        close = difflib.get_close_matches(option.split("=")[0], known, n=1, cutoff=0.6)
+        words.append(option + (f" (did you mean {close[0]}?)" if close else ""))
+    return " ".join(words)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +76,14 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
-    parser = build_parser(only=command)
-    args = parser.parse_args(argv)
+    parser, own = build_parser(only=command)
+    if own is None:  # no command, an unknown one, --help or --version
+        args = parser.parse_args(argv)
+    else:
+        args, extras = own.parse_known_intermixed_args(argv[1:])
+        if extras:
+            own.error("unrecognized arguments: " + _unrecognized(own, extras))
+        args.command = command
     if args.command is None:
         parser.print_help()
         return 0

@@ -68,7 +68,8 @@ class Config:
         own_view = METHODS[m.name].teacher_view if m.name in METHODS else a.teacher_view
         if a.teacher_view not in ("auto", own_view):
             check.fail("aug.teacher_view", a.teacher_view,
-                       f"'auto' or {own_view!r}: {m.name}'s teacher view is {own_view} (cgh.methods)")
+                       f"'auto' or {own_view!r}: {m.name}'s teacher view is {own_view} (cgh.methods); set "
+                       f"aug.teacher_view=auto")
         check.choice("optim.schedule", o.schedule, LR_SCHEDULES)
         check.choice("train.amp", t.amp, ("auto", "none", "bf16", "fp16"))
         check.choice("train.knn_features", t.knn_features, ("backbone", "projection"))
@@ -117,28 +118,37 @@ class Config:
                 check.fail("method.hyper_layers", m.hyper_layers,
                            f"names from {list(STAGE_NAMES)}; {s!r} is not a stage" + _suggest(s, STAGE_NAMES))
         if m.num_local and m.name == "mocov2":
-            check.fail("method.num_local", m.num_local, "0 for mocov2 (multi-crop is defined for ReSSL and CGH)")
+            check.fail("method.num_local", m.num_local, "0 for mocov2 (multi-crop is defined for ReSSL and CGH); set "
+                                                        "method.num_local=0, or method.name=ressl or cgh")
         if m.num_local > 4:
             check.fail("method.num_local", m.num_local, "at most 4 (docs/method.md#multi-crop-views defines four local "
-                                                        "crop sizes)")
+                                                        "crop sizes); e.g. method.num_local=4")
         if o.milestones != sorted(o.milestones):
-            check.fail("optim.milestones", o.milestones, "increasing epochs")
+            check.fail("optim.milestones", o.milestones,
+                       f"increasing epochs; e.g. optim.milestones=[{','.join(str(e) for e in sorted(o.milestones))}]")
         if o.warmup_epochs >= o.epochs and o.schedule == "cosine" and o.epochs > 1:
-            check.fail("optim.warmup_epochs", o.warmup_epochs, f"fewer than optim.epochs ({o.epochs})")
+            # the presets' 5 warm-up epochs meet a short run's optim.epochs first: say which value fits
+            check.fail("optim.warmup_epochs", o.warmup_epochs,
+                       f"fewer than optim.epochs ({o.epochs}): the lr warm-up must end before the cosine decay; e.g. "
+                       f"optim.warmup_epochs={max(1, min(o.epochs // 10, o.epochs - 1))} (0: no warm-up)")
         # Divisibility: the batch splits across processes, then across BN chunks; the queue advances by the global
         # batch each step and wraps exactly (docs/method.md#queues asserts K % B == 0;
         # docs/method.md#quirk-queue-divisibility). A zero size was reported above.
         if o.batch_size % world_size:
-            check.fail("optim.batch_size", o.batch_size, f"a multiple of the number of processes ({world_size})")
+            check.fail("optim.batch_size", o.batch_size,
+                       f"a multiple of the number of processes ({world_size}); e.g. "
+                       f"optim.batch_size={-(-o.batch_size // world_size) * world_size}")
         per_process = o.batch_size // world_size
         mode = resolve_bn_mode(mo.bn_mode, world_size)
         if mode == "split" and mo.bn_splits > 0 and per_process % mo.bn_splits:
+            divisor = max(d for d in range(1, min(mo.bn_splits, max(per_process, 1)) + 1) if per_process % d == 0)
             check.fail("model.bn_splits", mo.bn_splits,
-                       f"a divisor of the per-process batch ({per_process} = optim.batch_size / processes)")
+                       f"a divisor of the per-process batch ({per_process} = optim.batch_size / processes); e.g. "
+                       f"model.bn_splits={divisor}")
         if o.batch_size > 0 and m.queue_size % o.batch_size:
             check.fail("method.queue_size", m.queue_size,
                        f"a multiple of the global batch optim.batch_size ({o.batch_size}); e.g. "
-                       f"{max(1, round(m.queue_size / o.batch_size)) * o.batch_size}")
+                       f"method.queue_size={max(1, round(m.queue_size / o.batch_size)) * o.batch_size}")
         check.raise_if_any()
 
 
@@ -235,9 +245,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(source: str | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(source: str | None = None, overrides: list[str] | None = None, origin: str = "overrides") -> Config:
     """Defaults, then the preset or YAML file ``source`` with its recipe for the chosen method, then ``key=value``
-    overrides.
+    overrides. ``origin`` names the overrides in errors ("overrides: unknown config key ..."); the command line
+    passes "command line".
 
     A preset states one recipe per method: its body is CGH's (with a top-level ``recipe:`` line naming the source)
     and ``recipes: {mocov2: {...}, ressl: {...}}`` holds what each baseline's own paper changes, each with its own
@@ -256,7 +267,7 @@ def load_config(source: str | None = None, overrides: list[str] | None = None) -
             merge(cfg, recipes[method], f"{source} (recipes.{method})")
         cfg.preset = cfg.preset or name
     if parsed:
-        merge(cfg, parsed, "command line")
+        merge(cfg, parsed, origin)
     return cfg
 
 

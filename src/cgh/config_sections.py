@@ -15,7 +15,11 @@ class DataConfig:
     """Dataset: cifar10, cifar100, stl10, tinyimagenet, imagenet, imagenet100, folder, npz, synthetic or digits
     (scikit-learn's handwritten digits, a small real dataset that needs no download)."""
     path: str = ""
-    """Dataset root or file (unused for synthetic). folder/npz paths may contain {split}."""
+    """Dataset root or file (unused for synthetic). folder/npz paths may contain {split}; a folder whose sub-folders
+    are train/, val/ and/or test/ is read as a folder of splits (data.folder_splits)."""
+    folder_splits: bool = True
+    """folder: read a data.path whose every sub-folder is named train, val or test as a folder of splits
+    (PATH/train/<class>/..., PATH/val/<class>/...); false: as classes named train and val (cgh 0.1's reading)."""
     split: str = "train"
     """Pretraining split (STL-10: train+unlabeled, as the authors do, docs/method.md#small-datasets)."""
     image_size: int = 224
@@ -26,7 +30,8 @@ class DataConfig:
     std: list[float] = field(default_factory=list)
     """Normalisation std; empty = the dataset's own."""
     num_workers: int = 8
-    """Decoding workers per process for file datasets (in-memory datasets need none)."""
+    """Decoding workers per process for file datasets (in-memory datasets need none); at most one per CPU the process
+    may use (os.sched_getaffinity), whatever is asked."""
     prefetch_factor: int = 2
     """File datasets: batches each decoding worker prepares ahead (torch DataLoader's prefetch_factor, its default)."""
     jpeg_draft: bool = True
@@ -39,8 +44,10 @@ class DataConfig:
     eval_train_split: str = "train"
     """Labelled split used as the kNN memory bank and the probe's training set (STL-10: train,
     docs/method.md#quirk-knn-monitor)."""
-    eval_test_split: str = "test"
-    """Labelled split on which kNN / probe accuracy is measured (ImageNet, Tiny-ImageNet: val)."""
+    eval_test_split: str = "auto"
+    """Labelled split on which kNN / probe accuracy is measured. auto: the dataset's own held-out split (ImageNet,
+    Tiny-ImageNet: val; CIFAR, STL-10, digits, synthetic: test; a folder or {split} npz: test where it has one, else
+    val)."""
     synthetic_size: int = 10000
     """Synthetic data: images in the train split."""
     synthetic_test_size: int = 2000
@@ -236,7 +243,7 @@ class TrainConfig:
     knn_max_train: int = 0
     """Use at most this many memory-bank images in the monitor (0: all), to keep it cheap on big datasets."""
     progress: bool = True
-    """Progress bar on rank 0."""
+    """Progress bar on rank 0, when stderr is a terminal (redirected output gets the epoch lines only)."""
     max_steps: int = 0
     """Stop after this many steps in total (0: run all epochs). For smoke tests; schedules still span all epochs."""
     tensorboard: bool = True

@@ -1,4 +1,5 @@
-"""What a pretraining run prints: the banner, the epoch line, the progress bar."""
+"""What a pretraining run prints: the banner, the epoch line, the progress bar, and the warning of a run that ends
+inside its InfoNCE warm-up."""
 
 from __future__ import annotations
 
@@ -9,10 +10,29 @@ import torch
 
 from cgh import __version__
 from cgh.config import Config
+from cgh.losses import cgh_loss_weights
 
 
-def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str) -> dict[str, Any]:
-    """The facts of a run, printed at its start and written as its "start" record."""
+def describe_split(source, where: bool = True) -> str:
+    """``folder:train (240 images, 5 classes, /data/photos/train)``: a split, its size and (``where``) the folder
+    of a file source."""
+    facts = [f"{len(source)} images"] + ([f"{len(source.classes)} classes"] if source.classes else [])
+    if where and getattr(source, "root", None):
+        facts.append(source.root)
+    return f"{source.name} ({', '.join(facts)})"
+
+
+def monitor_summary(cfg: Config, run, off) -> str:
+    """The banner's kNN line: the bank and the test split with their sizes, or why the monitor is off."""
+    if run.monitor is not None:
+        return (f"bank {describe_split(run.monitor.train_src, False)}, test "
+                f"{describe_split(run.monitor.test_src, False)}, every {cfg.train.knn_every} epoch(s)")
+    return f"off: {off.reason}" if off else "off (train.knn_every=0)"
+
+
+def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str, monitor_off=None) -> dict[str, Any]:
+    """The facts of a run, printed at its start and written as its "start" record. ``monitor_off``: why the kNN
+    monitor is off (cgh.monitor.Off), if it is."""
     o, m = cfg.optim, cfg.method
     return {
         "cgh": __version__, "torch": torch.__version__, "method": m.name, "recipe": cfg.recipe,
@@ -22,8 +42,11 @@ def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str) -> dic
         "bn_splits": cfg.model.bn_splits if bn_mode == "split" else 1, "queue_size": m.queue_size,
         "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "none",
         "steps_per_epoch": run.steps_per_epoch, "epochs": o.epochs, "dataset": f"{source.name} ({len(source)} images)",
+        "data": describe_split(source), "knn": monitor_summary(cfg, run, monitor_off),
         "views": [s.size for s in specs], "temperatures": run.method.temperatures(),
         "loss_terms": list(run.method.loss_terms), "run_dir": str(run.run_dir),
+        "loss_warmup_steps": run.method.warmup_steps, "loss_warmup_epochs": m.loss_warmup_epochs,
+        "loss_warmup_min_steps": m.loss_warmup_min_steps, "end_step": run.stop_step,
     }
 
 
@@ -31,12 +54,18 @@ def print_banner(b: dict[str, Any], resumed_from, start: tuple[int, int], step: 
     lines = [
         f"cgh {b['cgh']} (torch {b['torch']}): pretraining {b['method']} on {b['dataset']}",
         *([f"  recipe     {b['recipe']}"] if b["recipe"] else []),
+        f"  data       {b['data']}",
+        f"  kNN        {b['knn']}",
         f"  model      {b['arch']} ({b['stem']} stem, width {b['width']}), views {b['views']} px",
         f"  processes  {b['world_size']} x {b['batch_per_process']} = global batch {b['global_batch']} on "
         f"{b['device']}, amp {b['amp']}",
         f"  lr         {b['lr']:.4g} ({b['lr_rule']}), {b['epochs']} epochs x {b['steps_per_epoch']} steps",
         f"  BN         {b['bn_mode']}" + (f" ({b['bn_splits']} splits)" if b["bn_mode"] == "split" else ""),
         f"  queue      {b['queue_size']} slots; temperatures {b['temperatures']}",
+        *([f"  warm-up    InfoNCE -> relation loss over the first {b['loss_warmup_steps']} steps (max of "
+           f"method.loss_warmup_epochs {b['loss_warmup_epochs']} x {b['steps_per_epoch']} steps and "
+           f"method.loss_warmup_min_steps {b['loss_warmup_min_steps']}); the run ends at step {b['end_step']}"]
+          if b["loss_warmup_steps"] else []),
         f"  run dir    {b['run_dir']}",
     ]
     if resumed_from:
@@ -44,7 +73,49 @@ def print_banner(b: dict[str, Any], resumed_from, start: tuple[int, int], step: 
     print("\n".join(lines), flush=True)
 
 
-def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...]) -> str:
+def warmup_warning(cfg: Config, warmup_steps: int, end_step: int, steps_per_epoch: int, ended: bool = False
+                   ) -> str | None:
+    """A one-line warning when a run ends (``end_step``) before its InfoNCE warm-up of ``warmup_steps`` does: its
+    last step is then still partly MoCo's InfoNCE, not the method's relation loss (a 120-step "CGH" run of the demo
+    recipe ends at w_nce 0.80). ``ended``: the wording for the end of the run. None when the warm-up ends in time."""
+    if not warmup_steps or end_step >= warmup_steps or end_step < 1:
+        return None
+    w_nce = cgh_loss_weights(end_step - 1, warmup_steps)[0]  # the weight of the last step's InfoNCE term
+    name, t = cfg.method.name, cfg.train
+    if t.max_steps and t.max_steps == end_step:
+        until, longer = f"train.max_steps = {t.max_steps}", f"train.max_steps={warmup_steps}"
+    else:
+        until = f"optim.epochs = {cfg.optim.epochs} x {steps_per_epoch} steps"
+        longer = f"optim.epochs={-(-warmup_steps // steps_per_epoch)}"
+    what = (f"the run ended at step {end_step}, inside its InfoNCE warm-up of {warmup_steps} steps: its last loss was"
+            if ended else f"this run ends at step {end_step} ({until}), before its InfoNCE warm-up of {warmup_steps} "
+                          f"steps does: its last loss will be")
+    return (f"warning: {what} {100 * w_nce:.0f}% InfoNCE and {100 * (1 - w_nce):.0f}% {name}'s relation loss "
+            f"(w_nce {w_nce:.2f}); for {name}'s own loss train at least {warmup_steps} steps ({longer}) or shorten "
+            f"the warm-up (method.loss_warmup_min_steps, method.loss_warmup_epochs)")
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m07s``, ``2h05m``: a time span as a person reads it."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def elapsed_and_eta(began: tuple[float, int], now: float, step: int, end_step: int) -> tuple[float, float | None]:
+    """Seconds since ``began`` = (time, step), and the seconds left to ``end_step`` at the pace since then (None
+    before the first step)."""
+    elapsed = now - began[0]
+    done = step - began[1]
+    return elapsed, (elapsed / done * max(0, end_step - step) if done > 0 else None)
+
+
+def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...],
+               times: tuple[float, float | None] | None = None) -> str:
+    """The line printed at an epoch's end; ``times``: (elapsed, ETA) in seconds (``elapsed_and_eta``)."""
     parts = [f"epoch {r['epoch']}/{epochs}", f"loss {r['loss']:.4f}"]
     parts += [f"{k} {r[k]:.4f}" for k in loss_terms if k in r]
     for context in ("global", "hyper"):  # cgh.diagnostics: feature spread, rank, teacher target entropy
@@ -58,11 +129,16 @@ def epoch_line(r: dict[str, Any], epochs: int, loss_terms: tuple[str, ...]) -> s
     parts.append(f"{r['img_per_s']:.0f} img/s")
     if "data_share" in r:  # the epoch's time spent waiting for the loader: the data path is the bottleneck if large
         parts.append(f"data {100 * r['data_share']:.0f}%")
+    if times is not None:
+        elapsed, eta = times
+        parts.append(f"elapsed {duration(elapsed)}" + (f", ETA {duration(eta)}" if eta is not None else ""))
     return "  ".join(parts)
 
 
 def progress_bar(enabled: bool, total: int, initial: int, epoch: int, epochs: int):
-    if not enabled:
+    """A tqdm bar over the epoch's steps on stderr, only when stderr is a terminal: redirected to a file, a bar is
+    carriage-return fragments, and the epoch line (with elapsed time and ETA) says what it would."""
+    if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 

@@ -17,7 +17,7 @@ from torch import nn
 from cgh import dist
 from cgh.augment import EvalTransform
 from cgh.data.normalization import dataset_normalization
-from cgh.monitor import labelled_split, split_features
+from cgh.monitor import Off, has_labels, held_out_test_split, labelled_split, no_labels, split_features
 
 LR = 0.1  # solo-learn's online classifier: SGD lr 0.1, momentum 0.9, no weight decay
 MOMENTUM = 0.9
@@ -68,6 +68,14 @@ class OnlineProbe(nn.Module):
     def load(self, state: dict) -> None:
         self.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def probe_off_reason(cfg, pretraining) -> Off | None:
+    """None when the online probe can run, else why it is off: the pretraining split (which the probe trains on)
+    has no labels, or no test split is held out from it (cgh.monitor.held_out_test_split)."""
+    if not has_labels(pretraining):
+        return no_labels("online probe", pretraining)
+    return held_out_test_split(cfg, "online probe", {"the pretraining split": cfg.data.split})[1]
 
 
 class ProbeMonitor:

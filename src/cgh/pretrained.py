@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from cgh.backbone import ARCHS, STAGE_NAMES, ResNet
-from cgh.checkpoint import FORMAT, check_checkpoint
+from cgh.checkpoint import FORMAT, check_checkpoint, checkpoint_file
 from cgh.checkpoint_formats import backbone_state_dict, detect, file_info, read_checkpoint
 from cgh.config import config_from_dict
+from cgh.data.normalization import IMAGENET, dataset_normalization
 from cgh.errors import CheckpointError
 from cgh.heads import HypercolumnHead, stack_hypercolumn
 
@@ -50,18 +51,36 @@ class PretrainedBackbone(nn.Module):
       option a).
     - ``hypercolumn_head_features(x)``: the pooled output of the trained head's 1x1 conv-BN-ReLU (N, C4); CGH
       checkpoints only (docs/evaluation.md#linear-probe option b).
-    ``forward(x)`` returns the global features. ``info`` says where the weights come from (path, format, method,
-    arch, epoch, step).
+    - ``features(x, kind)``: one of the above by name (``FEATURE_KINDS``); ``forward(x)``: the global features.
+
+    What ``x`` must be (``prepare``):
+    - shape (N, 3, H, W), RGB. Any H, W works (the network is convolutional and pooled), but features are best at
+      the size the model was trained at: ``image_size`` (a cgh checkpoint's ``data.image_size``: 32 for CIFAR, 224
+      for ImageNet; None for other files, where 224 is the convention). Nothing is resized here: for the evaluation
+      transform (resize the shorter side, centre crop) use ``cgh.augment.EvalTransform(size, model.mean, model.std)``
+      on uint8 images, which also normalises.
+    - either **uint8** in 0..255, converted and normalised here with ``mean`` / ``std``, or **float** already
+      normalised: (pixels / 255 - mean) / std. ``mean`` / ``std``: the training data's statistics for a cgh
+      checkpoint (``data.mean`` / ``data.std`` or the dataset's, cgh.data.normalization), ImageNet's for other files.
+      Other dtypes are a ValueError; floats are cast to the weights' dtype.
+    - on any device: moved to the model's (``model.to(device)`` moves the model).
+    Returns float tensors (N, D) on the model's device, computed under ``torch.no_grad`` (no graph is kept: they
+    require no gradient). To fine-tune, train ``model.backbone``, a plain ``nn.Module``.
+
+    ``info`` says where the weights come from (path, format, method, arch, epoch, step, image_size).
     """
 
     def __init__(self, backbone: ResNet, hyper_head: HypercolumnHead | None = None,
                  hyper_layers: tuple[str, ...] = ("layer3", "layer4"), hyper_resize: str = "bilinear",
-                 hyper_target: str = "last", info: dict[str, Any] | None = None):
+                 hyper_target: str = "last", info: dict[str, Any] | None = None,
+                 mean: tuple[float, ...] = IMAGENET[0], std: tuple[float, ...] = IMAGENET[1],
+                 image_size: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.hyper_head = hyper_head
         self.hyper_layers, self.hyper_resize, self.hyper_target = tuple(hyper_layers), hyper_resize, hyper_target
         self.info = dict(info or {})
+        self.mean, self.std, self.image_size = tuple(mean), tuple(std), image_size
         self.eval()
 
     @property
@@ -76,45 +95,71 @@ class PretrainedBackbone(nn.Module):
             return sum(channels[name] for name in self.hyper_layers)
         raise ValueError(f"unknown feature kind {kind!r}; expected one of {list(FEATURE_KINDS)}")
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the network takes it: on the model's device, float, normalised (see the class docstring)."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a torch.Tensor of images (N, 3, H, W), got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != 3:
+            hint = (" (channels last: pass x.permute(0, 3, 1, 2))" if x.dim() == 4 and x.shape[-1] == 3 else
+                    " (one image: pass x[None])" if x.dim() == 3 and x.shape[0] == 3 else "")
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(x.shape)}{hint}")
+        weight = self.backbone.conv1.weight
+        if x.dtype == torch.uint8:
+            mean = torch.tensor(self.mean, device=weight.device, dtype=weight.dtype).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, device=weight.device, dtype=weight.dtype).view(1, 3, 1, 1)
+            return (x.to(weight.device, weight.dtype) / 255 - mean) / std  # (N, 3, H, W)
+        if not x.is_floating_point():
+            raise ValueError(f"expected uint8 images in 0..255 or float images normalised with mean {self.mean} and "
+                             f"std {self.std}, got dtype {x.dtype}")
+        return x.to(weight.device, weight.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.global_features(x)
+        return self.features(x, "global")
 
     def global_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.features(x)  # (N, C4)
+        return self.features(x, "global")  # (N, C4)
 
     def hypercolumn_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The stacked map (N, sum C_i, h, w), as the CGH head's 1x1 conv receives it."""
-        return stack_hypercolumn(self.backbone(x), self.hyper_layers, self.hyper_resize, self.hyper_target)
+        """The stacked map (N, sum C_i, h, w), as the CGH head's 1x1 conv receives it (no gradients)."""
+        with torch.no_grad():
+            return self._stack(self.backbone(self.prepare(x)))
 
     def hypercolumn_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hypercolumn_map(x).mean(dim=(2, 3))  # (N, sum C_i)
+        return self.features(x, "hypercolumn")  # (N, sum C_i)
 
     def hypercolumn_head_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hyper_head is None:
-            raise ValueError(f"{self.info.get('path', 'this backbone')} has no trained hypercolumn head (only CGH "
-                             f"checkpoints do); use the 'hypercolumn' features instead")
-        return self.hyper_head.reduced(self.backbone(x))  # (N, C4)
+        return self.features(x, "hypercolumn_head")  # (N, C4)
 
     def features(self, x: torch.Tensor, kind: str = "global") -> torch.Tensor:
-        if kind == "global":
-            return self.global_features(x)
-        if kind == "hypercolumn":
-            return self.hypercolumn_features(x)
-        if kind == "hypercolumn_head":
-            return self.hypercolumn_head_features(x)
-        raise ValueError(f"unknown feature kind {kind!r}; expected one of {list(FEATURE_KINDS)}")
+        if kind not in FEATURE_KINDS:
+            raise ValueError(f"unknown feature kind {kind!r}; expected one of {list(FEATURE_KINDS)}")
+        if kind == "hypercolumn_head" and self.hyper_head is None:
+            raise ValueError(f"{self.info.get('path', 'this backbone')} has no trained hypercolumn head (only CGH "
+                             f"checkpoints do); use the 'hypercolumn' features instead")
+        x = self.prepare(x)
+        with torch.no_grad():
+            if kind == "global":
+                return self.backbone.features(x)  # (N, C4)
+            if kind == "hypercolumn":
+                return self._stack(self.backbone(x)).mean(dim=(2, 3))  # (N, sum C_i)
+            return self.hyper_head.reduced(self.backbone(x))  # (N, C4)
+
+    def _stack(self, stages) -> torch.Tensor:
+        return stack_hypercolumn(stages, self.hyper_layers, self.hyper_resize, self.hyper_target)
 
 
 def load_backbone(path: str | os.PathLike, which: str = "student", map_location: str | torch.device = "cpu"
                   ) -> PretrainedBackbone:
-    """A ``PretrainedBackbone`` from any accepted file (see the module docstring), in eval mode on ``map_location``."""
+    """A ``PretrainedBackbone`` from any accepted file (see the module docstring), or a run directory's
+    ``checkpoints/last.pt``, in eval mode on ``map_location``."""
     if which not in ("student", "teacher"):
         raise ValueError(f"which must be 'student' or 'teacher', got {which!r}")
-    path = Path(path)
+    path = checkpoint_file(path)
     obj, stood_in = read_checkpoint(path)
     info: dict[str, Any] = {"path": str(path)}
     hyper_sd: dict[str, torch.Tensor] = {}
     hyper_kw: dict[str, Any] = {}
+    mean, std = IMAGENET  # a file without a training config: the usual statistics of natural images
     match = detect(obj, path)
     if match.layout.name == FORMAT:
         check_checkpoint(obj, path)
@@ -125,6 +170,8 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
         sd = _strip(model_sd, f"{which}.backbone.")
         hyper_sd = _strip(model_sd, f"{which}.hyper.")
         m = cfg.method
+        mean, std = dataset_normalization(cfg.data)
+        info.update(image_size=cfg.data.image_size)
         hyper_kw = dict(layers=tuple(m.hyper_layers), resize=m.hyper_resize, target=m.hyper_target, scale=m.hyper_scale,
                         l2norm=m.hyper_l2norm, hid_dim=m.hid_dim, out_dim=m.hyper_dim,
                         mlp_norm_layer=nn.BatchNorm1d if m.head_bn else None)
@@ -152,7 +199,8 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
         head = HypercolumnHead(channels, reduce_dim=backbone.num_features, **hyper_kw)
         _load_strict(head, hyper_sd, path, "hypercolumn head")
     model = PretrainedBackbone(backbone, head, hyper_kw.get("layers", ("layer3", "layer4")),
-                               hyper_kw.get("resize", "bilinear"), hyper_kw.get("target", "last"), info)
+                               hyper_kw.get("resize", "bilinear"), hyper_kw.get("target", "last"), info,
+                               mean=mean, std=std, image_size=info.get("image_size"))
     return model.to(map_location).eval()
 
 

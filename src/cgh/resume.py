@@ -18,6 +18,7 @@ from torch import nn
 from cgh import __version__, dist
 from cgh.checkpoint import FORMAT, VERSION, copy_atomic, rng_state, save_atomic, set_rng_state
 from cgh.config import Config, config_from_dict
+from cgh.data.configured import saved_folder_splits
 from cgh.errors import CheckpointError, ConfigError
 from cgh.methods import teacher_view
 
@@ -70,6 +71,11 @@ def find_checkpoint(target: str | os.PathLike) -> Path:
     if p.is_dir():
         p = p / "checkpoints" / "last.pt"
     if not p.exists():
+        run = p.parent.parent
+        if p.name == "last.pt" and (run / "config.yaml").is_file():  # a start that ended before its first checkpoint
+            raise CheckpointError(f"nothing to resume: {p} does not exist (the start in {run} ended before its "
+                                  f"first checkpoint); start it afresh with the same command without --resume, or "
+                                  f"`cgh pretrain {run / 'config.yaml'}`")
         raise CheckpointError(f"nothing to resume: {p} does not exist")
     return p
 
@@ -78,22 +84,33 @@ def find_checkpoint(target: str | os.PathLike) -> Path:
 RESUME_SAFE = ("train.device", "train.progress", "train.log_every", "train.knn_every", "train.knn_max_train",
                "train.ckpt_every", "train.ckpt_every_steps", "train.keep_every", "train.max_steps",
                "data.num_workers", "data.path", "data.corrupt", "out_dir", "train.compile", "train.stop_on_collapse",
-               "train.tensorboard", "train.wandb", "train.online_probe", "train.auto_resume")
+               "train.tensorboard", "train.wandb", "train.online_probe", "train.auto_resume",
+               "data.eval_train_split", "data.eval_test_split")  # the monitors' splits: measured, not trained on
 
 
 def resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) -> Config:
     """The checkpoint's config, taking from ``given`` only keys that do not break exactness (RESUME_SAFE) and
     ``optim.epochs`` (extending a run; the lr schedule then changes, which is announced)."""
     cfg = config_from_dict(ckpt["config"], origin=str(path))
+    cfg.data.folder_splits = saved_folder_splits(ckpt["config"])
     saved, new = _flat(cfg.to_dict()), _flat(given.to_dict())
     for key, value in new.items():
         if value == saved.get(key) or key in ("preset", "recipe") or (key == "out_dir" and not value):
             continue
+        if key == "data.folder_splits" and "folder_splits" not in ckpt["config"].get("data", {}):
+            continue  # saved before the key existed: the run keeps the reading it started with
         if key == "aug.teacher_view" and teacher_view(given) == teacher_view(cfg):  # 'auto' = the method's own
             continue
         if key not in RESUME_SAFE + ("optim.epochs",):
             raise ConfigError(f"cannot change {key} when resuming ({saved.get(key)!r} in {path}, {value!r} given); "
                               f"keys that may change: {', '.join(RESUME_SAFE + ('optim.epochs',))}")
+        if key == "optim.epochs" and (value < ckpt["epoch"] or (value == ckpt["epoch"] and ckpt.get("epoch_step"))):
+            # the loop would run no step and print "done": say that the run is past this end, and what to do
+            done = f"{ckpt['epoch']} epochs" + (" and part of the next" if ckpt.get("epoch_step") else "")
+            raise ConfigError(f"cannot resume with optim.epochs={value}: {path} has already run {done} "
+                              f"({ckpt['step']} steps), past that end; to train further give optim.epochs above "
+                              f"{ckpt['epoch']} (the run's own is {saved[key]}), or evaluate the checkpoint as it is "
+                              f"(cgh knn {path})")
         _set(cfg, key, value)
         if main and key == "optim.epochs":
             print(f"note: optim.epochs changed on resume ({saved[key]} -> {value}): the lr schedule changes",

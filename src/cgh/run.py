@@ -133,6 +133,7 @@ class Run:
     finite: FiniteWatch = field(default_factory=FiniteWatch)
     probe: ProbeMonitor | None = None  # train.online_probe
     main: bool = True
+    began: tuple[float, int] = (0.0, 0)  # (time, step) when this process's loop began: elapsed time and the ETA
 
     @property
     def ckpt_dir(self) -> Path:

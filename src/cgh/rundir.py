@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,13 +76,58 @@ class MetricsLog:
         self.sinks = []
 
 
+# What a run writes in its directory: the only names --overwrite removes, and the only ones a start that ended before
+# its first checkpoint may leave (``unfinished_start``).
+RUN_FILES = ("checkpoints", "metrics.jsonl", "config.yaml", "tb", "wandb", "wandb_id")
+
+
+def unfinished_start(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only what a start that ended before its first checkpoint left: names of RUN_FILES,
+    no checkpoint (at most the temporary file of one being written), and no start still running on this machine
+    (the process of its last "start" record). Such a start has nothing to resume, and the same command starts
+    afresh over it instead of being refused."""
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if not entries or any(e.name not in RUN_FILES for e in entries):
+        return False
+    ckpts = run_dir / "checkpoints"
+    if ckpts.exists() and (not ckpts.is_dir() or any(not (p.name.startswith(".") and ".tmp-" in p.name)
+                                                     for p in ckpts.iterdir())):
+        return False
+    return not _start_running(run_dir / "metrics.jsonl")
+
+
+def _start_running(metrics: Path) -> bool:
+    """Whether the last "start" record of ``metrics`` is of a live process on this machine other than this one."""
+    start = None
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("kind") == "start":
+                start = record
+    if not start or start.get("host") != socket.gethostname() or not isinstance(start.get("pid"), int):
+        return False
+    if start["pid"] == os.getpid():  # an earlier start in this process (the Python API), which has ended
+        return False
+    try:
+        os.kill(start["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def refuse_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> bool:
-    """A non-empty run directory is refused (nothing in it is touched) unless the run resumes its own checkpoint or
-    ``overwrite`` is given: resuming another run's checkpoint into it would replace its files. Returns whether its
-    contents are to be replaced."""
+    """A non-empty run directory is refused (nothing in it is touched) unless the run resumes its own checkpoint,
+    ``overwrite`` is given, or it holds only an ``unfinished_start`` (nothing to resume, nothing of the user's):
+    resuming another run's checkpoint into it would replace its files. Returns whether its contents are to be
+    replaced."""
     existing = run_dir.exists() and any(run_dir.iterdir())
     own = checkpoint is not None and checkpoint.resolve().parent.parent == run_dir.resolve()
-    if existing and not (resuming and own) and not overwrite:
+    if existing and not (resuming and own) and not overwrite and not (not resuming and unfinished_start(run_dir)):
         if resuming:
             raise ConfigError(f"run directory {run_dir} already exists and is not the run of the checkpoint "
                               f"{checkpoint}; pass --overwrite to replace its contents, or choose another out_dir")
@@ -90,9 +137,13 @@ def refuse_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: P
 
 
 def prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> None:
-    """Create the run directory, emptying it first with ``overwrite`` (see ``refuse_run_dir``)."""
+    """Create the run directory, emptying it first with ``overwrite`` or over an unfinished start (with a note)
+    (see ``refuse_run_dir``)."""
     if refuse_run_dir(run_dir, resuming, overwrite, checkpoint):
-        for name in ("checkpoints", "metrics.jsonl", "config.yaml", "tb", "wandb", "wandb_id"):
+        if not overwrite:
+            print(f"note: {run_dir} holds a start that ended before its first checkpoint (nothing to resume): "
+                  f"starting afresh in its place", file=sys.stderr, flush=True)
+        for name in RUN_FILES:
             p = run_dir / name
             if p.is_dir():
                 shutil.rmtree(p)

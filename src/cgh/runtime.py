@@ -1,7 +1,9 @@
-"""Where and in what precision a job runs: the device rule, the autocast dtype rule, and the one autocast helper."""
+"""Where and in what precision a job runs: the device rule, the autocast dtype rule, the one autocast helper, and
+how many CPUs its loader workers may use."""
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 
 import torch
@@ -43,3 +45,18 @@ def autocast(device: torch.device | str, amp: torch.dtype | str | None):
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"amp must be None, 'none', 'bf16', 'fp16' or a torch.dtype, got {amp!r}")
     return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (a container's, a SLURM job's or
+    taskset's share), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def loader_workers(requested: int) -> int:
+    """``requested`` loader worker processes, at most one per usable CPU: decoding is CPU-bound, so more workers only
+    queue for a core (torch's DataLoader warns about each loader that starts them), and a checkpoint's
+    ``data.num_workers`` was chosen on the machine it was trained on."""
+    return max(0, min(requested, usable_cpus()))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -30,14 +31,14 @@ from cgh import dist, resume
 from cgh.augment import build_augment
 from cgh.checkpoint import check_compatible, load_checkpoint, remove_stale_temporaries
 from cgh.config import Config, resolve_bn_mode, to_yaml
-from cgh.console import epoch_line, print_banner, progress_bar, run_banner
+from cgh.console import duration, elapsed_and_eta, epoch_line, print_banner, progress_bar, run_banner, warmup_warning
 from cgh.data import build_pretrain_loader, open_split, source_options  # noqa: F401 - source_options: old path
 from cgh.diagnostics import CollapseWatch, is_diagnostic
 from cgh.errors import ConfigError
 from cgh.loggers import open_sinks
 from cgh.methods import build_method, teacher_view
-from cgh.monitor import KnnMonitor
-from cgh.online_probe import ProbeMonitor
+from cgh.monitor import knn_monitor
+from cgh.online_probe import ProbeMonitor, probe_off_reason
 from cgh.resume import RESUME_SAFE, find_checkpoint  # noqa: F401 - re-exported
 from cgh.run import EpochMeter, NonFiniteLossError, Run, RunResult  # noqa: F401 - re-exported
 from cgh.rundir import MetricsLog, StopSignal, default_run_dir, drop_records_after, prepare_run_dir, refuse_run_dir
@@ -100,7 +101,9 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
                           f"(optim.batch_size = {o.batch_size})")
     augment = build_augment(cfg, specs).to(device)
     total_steps = o.epochs * steps_per_epoch
-    monitor = KnnMonitor(cfg, device, amp_dtype) if t.knn_every else None
+    monitor, monitor_off = knn_monitor(cfg, device, amp_dtype) if t.knn_every else (None, None)
+    if monitor_off and main:
+        print(monitor_off.line(), file=sys.stderr, flush=True)
 
     sinks = []
     if main:
@@ -128,12 +131,12 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
               CollapseWatch(m.queue_size, method.relation_terms, stops=t.stop_on_collapse), lr, steps_per_epoch,
               total_steps, min(total_steps, t.max_steps) if t.max_steps else total_steps, (0, 0), main=main)
     if t.online_probe:
-        if bool((source.labels >= 0).any()):
+        probe_off = probe_off_reason(cfg, source)
+        if probe_off is None:
             run.probe = ProbeMonitor(cfg, device, amp_dtype, method.student.backbone.num_features, source.labels,
                                      test=(monitor.test_src, monitor.test_loader) if monitor else None)
         elif main:
-            print(f"note: the online probe is off: the pretraining split {source.name} has no labels",
-                  file=sys.stderr, flush=True)
+            print(probe_off.line(), file=sys.stderr, flush=True)
     if ckpt is not None:
         if run.probe and ckpt.get("online_probe"):
             run.probe.probe.load(ckpt["online_probe"])
@@ -158,10 +161,15 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
         method.student.compile()
         method.teacher.compile()
 
-    banner = run_banner(cfg, run, source, specs, world, bn_mode)
+    banner = run_banner(cfg, run, source, specs, world, bn_mode, monitor_off)
     if main:
         print_banner(banner, ckpt_path, run.start, run.step)
-        run.log.write({"kind": "start", "time": time.time(), "resumed": ckpt_path is not None, **banner})
+        # pid and host: a rerun of the same command tells a start still running from one that ended (cgh.rundir)
+        run.log.write({"kind": "start", "time": time.time(), "resumed": ckpt_path is not None,
+                       "pid": os.getpid(), "host": socket.gethostname(), **banner})
+        warning = warmup_warning(cfg, method.warmup_steps, run.stop_step, steps_per_epoch)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     return run
 
 
@@ -280,7 +288,8 @@ def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int
     run.metrics.update({k: record[k] for k in ("loss",) if k in record})
     run.log.write(record)
     if run.main:
-        print(epoch_line(record, epochs, run.method.loss_terms), flush=True)
+        times = elapsed_and_eta(run.began, time.time(), run.step, run.stop_step)
+        print(epoch_line(record, epochs, run.method.loss_terms, times), flush=True)
     keep = bool(t.keep_every and (epoch + 1) % t.keep_every == 0)
     if last or (epoch + 1) % t.ckpt_every == 0 or status in ("stopped", "collapsed") or keep:
         run.save(epoch + 1, 0, keep=keep)
@@ -295,7 +304,8 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         run.log.write({"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": acc})
         if run.main:
             print(f"epoch 0: kNN top-1 {acc:.2f}% (random init)", flush=True)
-    status = "finished"
+    status, first_step = "finished", run.step
+    run.began = (time.time(), run.step)
     run.model.train()
     try:
         with StopSignal() as run.stop:
@@ -320,8 +330,17 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         elif status == "collapsed":
             print(f"stopped at step {run.step} because the features collapsed (train.stop_on_collapse); "
                   f"checkpoint {where}", flush=True)
+        elif run.step == first_step and run.step >= run.stop_step:  # resumed at its end: no step to run
+            end = (f"train.max_steps = {run.cfg.train.max_steps}" if run.stop_step < run.total_steps else
+                   f"the end of its optim.epochs = {run.cfg.optim.epochs}")
+            longer = "train.max_steps" if run.stop_step < run.total_steps else "optim.epochs"
+            print(f"nothing to do: {run.run_dir} is already at step {run.step}, {end}; to train further resume with a "
+                  f"larger {longer} (cgh pretrain --resume {run.run_dir} {longer}=N); checkpoint {where}", flush=True)
         else:
-            print(f"done: {run.step} steps, checkpoint {where}", flush=True)
+            print(f"done: {run.step} steps in {duration(time.time() - run.began[0])}, checkpoint {where}", flush=True)
+            warning = warmup_warning(run.cfg, run.method.warmup_steps, run.step, run.steps_per_epoch, ended=True)
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
         run.log.write({"kind": "end", "status": status, "step": run.step, "time": time.time(), **run.metrics})
     run.log.close()
     dist.barrier()

@@ -150,7 +150,7 @@ TEMPERATURES = ["temperature", "temp_teacher_global", "temp_student_global", "te
     ("optim.lr=.nan", r"optim\.lr = nan: expected a positive finite number"),
     ("train.knn_t=0", r"train\.knn_t = 0\.0: expected a positive finite number"),
     ("method.queue_size=1000", r"method\.queue_size = 1000: expected a multiple of the global batch "
-                               r"optim\.batch_size \(256\); e\.g\. 1024"),
+                               r"optim\.batch_size \(256\); e\.g\. method\.queue_size=1024"),
     ("method.hyper_layers=[layer3,layer6]", r"'layer6' is not a stage"),
     ("method.hyper_layers=[]", r"method\.hyper_layers = \[\]: expected a non-empty list"),
     ("method.hyper_layers=[layer4,layer4]", r"a non-empty list of distinct names"),
@@ -179,5 +179,46 @@ def test_every_invalid_value_is_listed_at_once():
 def test_queue_must_divide_by_the_global_batch_of_any_process_count():
     cfg = load_config("cifar10", ["optim.batch_size=96", "method.queue_size=4096", "model.bn_mode=shuffle"])
     with pytest.raises(ConfigError, match=r"method\.queue_size = 4096: expected a multiple of the global batch "
-                                          r"optim\.batch_size \(96\); e\.g\. 4128"):
+                                          r"optim\.batch_size \(96\); e\.g\. method\.queue_size=4128"):
         cfg.validate(world_size=3)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cross-field errors say which value would fit (issue 18 item 6), and Python callers are not told "command line"
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset, overrides, world, message", [
+    ("cifar10", ["optim.epochs=2"], 1,
+     r"optim\.warmup_epochs = 5: expected fewer than optim\.epochs \(2\).*e\.g\. optim\.warmup_epochs=1 "
+     r"\(0: no warm-up\)$"),
+    ("cifar10", ["optim.epochs=3", "optim.warmup_epochs=3"], 1, r"e\.g\. optim\.warmup_epochs=1 "),
+    ("cifar10", ["model.bn_splits=3"], 1, r"model\.bn_splits = 3: .*; e\.g\. model\.bn_splits=2$"),
+    ("cifar10", ["optim.batch_size=255", "method.queue_size=65280", "model.bn_mode=shuffle"], 2,
+     r"optim\.batch_size = 255: expected a multiple of the number of processes \(2\); e\.g\. optim\.batch_size=256$"),
+    ("cifar10", ["method.name=mocov2", "method.num_local=2"], 1,
+     r"method\.num_local = 2: .*; set method\.num_local=0, or method\.name=ressl or cgh$"),
+    ("cifar10", ["method.num_local=6"], 1, r"method\.num_local = 6: .*; e\.g\. method\.num_local=4$"),
+    ("cifar10", ["optim.schedule=step", "optim.milestones=[60,30]"], 1,
+     r"optim\.milestones = \[60, 30\]: expected increasing epochs; e\.g\. optim\.milestones=\[30,60\]$"),
+    ("cifar10", ["method.name=mocov2", "aug.teacher_view=weak"], 1,
+     r"aug\.teacher_view = 'weak': .*; set aug\.teacher_view=auto$"),
+])
+def test_cross_field_errors_suggest_a_value_that_fits(preset, overrides, world, message):
+    """`cgh pretrain cifar10 optim.epochs=2` failed on the preset's optim.warmup_epochs = 5 without saying what to
+    set; each suggested value must then pass."""
+    cfg = load_config(preset, overrides)
+    with pytest.raises(ConfigError) as info:
+        cfg.validate(world)
+    lines = str(info.value).splitlines()[1:]
+    assert len(lines) == 1 and re.search(message, lines[0].strip()), lines
+    fix = re.search(r"(?:e\.g\.|set) (\S+=\S+)", lines[0]).group(1).rstrip(",")
+    load_config(preset, [*overrides, fix]).validate(world)
+
+
+def test_load_config_errors_from_python_do_not_blame_the_command_line():
+    with pytest.raises(ConfigError) as info:
+        load_config("cifar10", ["optim.lrr=0.1"])
+    assert str(info.value) == "overrides: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"
+    with pytest.raises(ConfigError, match=r"^my notebook: optim\.epochs = 'ten': expected an integer$"):
+        load_config(None, ["optim.epochs=ten"], origin="my notebook")

@@ -438,3 +438,48 @@ def test_cli_knn_reads_published_checkpoints(tmp_path, capsys, layout):
     assert p["checkpoint_format"] == layout and p["arch"] == "resnet18" and p["width"] == 8
     assert p["epoch"] == (200 if layout == "moco" else 99)
     assert 0 <= out["metrics"]["3"]["top1"] <= 100
+
+
+# ---- what the feature methods take and give (issue 18 item 8) --------------------------------------------------------
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_features_take_uint8_images_and_carry_no_gradient(one_step_runs):
+    """A uint8 batch gave "expected scalar type Byte but found Float", and the features carried gradients."""
+    model = load_backbone(one_step_runs["cgh"] / "checkpoints" / "last.pt")
+    assert model.image_size == 32 and model.info["image_size"] == 32
+    assert (model.mean, model.std) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # the synthetic set's, from its config
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    normalised = (pixels.float() / 255 - torch.tensor(model.mean).view(1, 3, 1, 1)) / torch.tensor(model.std).view(
+        1, 3, 1, 1)
+    for kind in ("global", "hypercolumn", "hypercolumn_head"):
+        from_uint8 = model.features(pixels, kind)
+        with torch.enable_grad():
+            from_float = model.features(normalised.double(), kind)  # cast to the weights' dtype
+        assert torch.allclose(from_uint8, from_float, atol=1e-5), kind
+        assert from_float.dtype == torch.float32 and not from_float.requires_grad and from_float.grad_fn is None
+    assert not model.global_features(normalised.requires_grad_()).requires_grad
+    assert not model.hypercolumn_map(pixels).requires_grad
+
+
+def test_features_of_a_file_without_config_use_imagenet_statistics(tmp_path):
+    torch.save(ResNet("resnet18", num_classes=0).state_dict(), tmp_path / "r18.pth")
+    model = load_backbone(tmp_path / "r18.pth")
+    assert model.image_size is None and model.mean == (0.485, 0.456, 0.406) and model.std == (0.229, 0.224, 0.225)
+    assert model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (1, 512)
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.zeros(2, 32, 32, 3, dtype=torch.uint8),
+     r"^expected images of shape \(N, 3, H, W\), got \(2, 32, 32, 3\) "
+     r"\(channels last: pass x\.permute\(0, 3, 1, 2\)\)$"),
+    (torch.zeros(3, 32, 32),
+     r"^expected images of shape \(N, 3, H, W\), got \(3, 32, 32\) \(one image: pass x\[None\]\)$"),
+    (torch.zeros(2, 3, 32, 32, dtype=torch.int64),
+     r"^expected uint8 images in 0\.\.255 or float images normalised with mean \(0\.485, 0\.456, 0\.406\) and std "
+     r"\(0\.229, 0\.224, 0\.225\), got dtype torch\.int64$"),
+])
+def test_wrong_images_are_a_value_error_saying_what_to_pass(tmp_path, images, message):
+    torch.save(ResNet("resnet18", num_classes=0).state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ValueError, match=message):
+        load_backbone(tmp_path / "r18.pth").global_features(images)

@@ -214,6 +214,7 @@ def test_existing_run_directory_through_the_cli_keeps_every_file(tmp_path, capsy
     out = tmp_path / "run"
     pretrain(tiny_config(out, "train.max_steps=1"))
     before = files_of(out)
+    capsys.readouterr()  # the first run's own output (a 1-step run warns that it ends inside its warm-up)
     assert main(["pretrain", "cifar10", *TINY, f"out_dir={out}", "train.device=cpu"]) == 2
     err = one_error_line(capsys.readouterr().err)
     assert re.match(rf"error: run directory {re.escape(str(out))} already exists and is not empty; pass --resume "
@@ -483,3 +484,58 @@ def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch,
     quiet = [0, 1, 2, 4, 5, 6]
     assert {s: reads[s] for s in quiet if s in reads} == {}
     assert reads.get(3) and reads.get(7)  # the epoch ends and the log point do read: the test sees reads
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("method", ["cgh", "ressl", "mocov2"])
+def test_a_run_shorter_than_its_warm_up_warns_at_start_and_end(tmp_path, capsys, method):
+    """A short CGH or ReSSL run never leaves the InfoNCE warm-up (600 steps in the demo): the banner shows the warm-up
+    in steps, and a warning says so when the run starts and when it ends. MoCo-v2 has no warm-up."""
+    pretrain(tiny_config(tmp_path / "run", f"method.name={method}", "method.ressl_warmup=true",
+                         "method.loss_warmup_min_steps=600", "train.max_steps=2",
+                         "aug.teacher_view=" + ("strong" if method == "mocov2" else "weak")))
+    captured = capsys.readouterr()
+    banner_line = ("  warm-up    InfoNCE -> relation loss over the first 600 steps (max of method.loss_warmup_epochs 1 "
+                   "x 4 steps and method.loss_warmup_min_steps 600); the run ends at step 2")
+    warnings = [line for line in captured.err.splitlines() if "InfoNCE warm-up" in line]
+    if method == "mocov2":
+        assert "warm-up " not in captured.out and not warnings
+        return
+    assert banner_line in captured.out.splitlines()
+    assert len(warnings) == 2 and warnings[0].startswith("warning: this run ends at step 2 (train.max_steps = 2)")
+    assert warnings[1].startswith("warning: the run ended at step 2, inside its InfoNCE warm-up of 600 steps: its "
+                                  "last loss was 100% InfoNCE")
+    assert records(tmp_path / "run", "start")[0]["loss_warmup_steps"] == 600
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_resuming_below_or_at_the_runs_end_says_so(tmp_path, capsys):
+    """`cgh pretrain --resume RUN optim.epochs=1` on a run that did 2 epochs printed only "done: 8 steps"."""
+    out = tmp_path / "run"
+    pretrain(tiny_config(out, "optim.epochs=2"))
+    before = files_of(out)
+    capsys.readouterr()
+    assert main(["pretrain", "--resume", str(out), "optim.epochs=1"]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert err == (f"error: cannot resume with optim.epochs=1: {out / 'checkpoints' / 'last.pt'} has already run 2 "
+                   f"epochs (8 steps), past that end; to train further give optim.epochs above 2 (the run's own is 2), "
+                   f"or evaluate the checkpoint as it is (cgh knn {out / 'checkpoints' / 'last.pt'})\n")
+    assert files_of(out) == before  # nothing of the run was touched
+    # at its own end: nothing to run, and the line says what would train further
+    assert main(["pretrain", "--resume", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()[-1]
+    assert printed.startswith(f"nothing to do: {out} is already at step 8, the end of its optim.epochs = 2; to train "
+                              f"further resume with a larger optim.epochs (cgh pretrain --resume {out} optim.epochs=N)")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_output_to_a_file_has_no_progress_bar_and_gives_times(tmp_path, capsys):
+    """Redirected to a file (capsys: not a terminal), the output held progress-bar fragments and no elapsed time or
+    ETA: now one line per epoch with both, and the time the run took at the end."""
+    pretrain(tiny_config(tmp_path / "run", "optim.epochs=2", "train.progress=true"))
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out and "it/s" not in captured.err
+    lines = captured.out.splitlines()
+    assert re.search(r"^epoch 1/2 .* elapsed \d+s, ETA \d+s$", next(x for x in lines if x.startswith("epoch 1/2")))
+    assert re.search(r"^epoch 2/2 .* elapsed \d+s, ETA 0s$", next(x for x in lines if x.startswith("epoch 2/2")))
+    assert re.match(r"done: 8 steps in \d+s, checkpoint ", lines[-1])

@@ -117,3 +117,48 @@ def test_views_with_the_real_synthetic_source(tmp_path):
     out = tmp_path / "synthetic.png"
     assert main(["views", "--num-images", "2", "--out", str(out)]) == 0
     assert png_size(out)[0] >= 3 * 150
+
+
+# ---- --data-path like every other command, and a run's own views (issue 18 item 11) ------------------------------
+
+
+def test_views_takes_data_path_and_still_path_with_a_note(tmp_path, fake_source, capsys):
+    assert main(["views", "--dataset", "folder", "--data-path", "x", "--out", str(tmp_path / "a.png")]) == 0
+    assert main(["views", "--dataset", "folder", "--path", "y", "--out", str(tmp_path / "b.png")]) == 0
+    assert fake_source == [("folder", "x", "train"), ("folder", "y", "train")]
+    assert capsys.readouterr().err == "note: --path is deprecated; use --data-path, as every other command does\n"
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("method", ["cgh", "mocov2"])
+def test_views_of_a_run_use_its_config(tmp_path, one_step_runs, monkeypatch, method):
+    """`cgh views RUN`: the run's data, split, image size, augmentation, teacher view and local crops."""
+    import yaml
+
+    import cgh.commands.views as views_command
+
+    config = yaml.safe_load((one_step_runs[method] / "config.yaml").read_text())
+    config["aug"]["jitter"] = [0.1, 0.2, 0.3, 0.05]
+    config["method"]["num_local"] = 2 if method == "cgh" else 0
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    seen = {}
+    real_build, real_save = views_command.build_augment, views_command.save_view_grid
+    monkeypatch.setattr(views_command, "build_augment",
+                        lambda cfg, specs: seen.update(cfg=cfg) or real_build(cfg, specs))
+    monkeypatch.setattr(views_command, "save_view_grid",
+                        lambda path, images, views, specs, **kw: seen.update(specs=specs, **kw) or real_save(
+                            path, images, views, specs, **kw))
+    assert main(["views", str(run), "--num-images", "2", "--out", str(tmp_path / "v.png")]) == 0
+    assert seen["cfg"].aug.jitter == [0.1, 0.2, 0.3, 0.05] and seen["cfg"].data.name == "synthetic"
+    sizes = [s.size for s in seen["specs"]]
+    assert sizes[:2] == [32, 32] and len(sizes) == (4 if method == "cgh" else 2)  # the run's two local crops
+    assert seen["teacher"] == ("weak" if method == "cgh" else "strong")
+    assert seen["title"].startswith(f"synthetic:train: views seen in pretraining by {method} in {run}")
+    # from the checkpoint when there is no config.yaml, and flags override single values
+    checkpoint = one_step_runs[method] / "checkpoints" / "last.pt"
+    assert main(["views", str(checkpoint), "--local", "1", "--teacher", "strong", "--image-size", "24",
+                 "--out", str(tmp_path / "w.png")]) == 0
+    assert [s.size for s in seen["specs"]][:2] == [24, 24] and len(seen["specs"]) == 3
+    assert seen["teacher"] == "strong"

@@ -1,13 +1,20 @@
 """The command-line plumbing the evaluation commands (knn, linear, semisup, cluster, tsne) share.
 
-- ``cgh knn runs/x/checkpoints/last.pt`` evaluates on the dataset the checkpoint was trained on: name, path, eval
-  splits, image size, normalisation and synthetic-data options come from the config stored in the checkpoint;
-- ``--dataset NAME`` switches dataset (its preset supplies the image size and eval splits; ``--data-path``,
-  ``--train-split``, ``--test-split``, ``--image-size`` and ``--data-option key=value`` override single values);
-  a torchvision-format or authors' backbone carries no config, so it needs ``--dataset``;
+- ``cgh knn runs/x/checkpoints/last.pt`` (or the run directory ``runs/x``) evaluates on the dataset the checkpoint
+  was trained on: name, path, eval splits, image size, normalisation and synthetic-data options come from the config
+  stored in the checkpoint;
+- ``--dataset NAME`` switches dataset (its preset supplies the eval splits; ``--data-path``, ``--train-split``,
+  ``--test-split``, ``--image-size`` and ``--data-option key=value`` override single values); the image size stays
+  the one the checkpoint was trained at. A torchvision-format or authors' backbone carries no config, so it needs
+  ``--dataset``, and is evaluated at that dataset's preset size unless ``--image-size`` says otherwise (224 for a
+  folder or .npz, with a note saying so);
 - ``--json`` prints exactly one JSON object on stdout: ``{"command", "metrics", "protocol"}``, where the protocol
   names the features, the dataset and splits, the image size and transform, the checkpoint and its epoch/step,
-  method and architecture, plus the command's own numbers (k, temperature, epochs, lr, ...).
+  method and architecture, plus the command's own numbers (k, temperature, epochs, lr, ...);
+- a test split holding the images of the train split a command learns from is refused; one holding the images the
+  checkpoint was pretrained on is warned about (stderr, and ``warnings`` in the protocol);
+- data.corrupt=skip (``--data-option corrupt=skip``; the checkpoint's value by default) leaves undecodable files out,
+  with a note on stderr and every path in the protocol's ``skipped_files``; error stops on the first one.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ from typing import Any
 import torch
 
 from cgh.augment import dataset_normalization
-from cgh.checkpoint import FORMAT
+from cgh.checkpoint import FORMAT, checkpoint_file
 from cgh.checkpoint_formats import read_checkpoint
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, preset_names
 from cgh.data import open_split
+from cgh.data.configured import check_same_classes, resolve_split, saved_folder_splits, split_location
 from cgh.data.decode import eval_resize
 from cgh.errors import ConfigError, DataError
 from cgh.evaluate.features import extract_features, num_classes_of
@@ -33,15 +41,17 @@ from cgh.runtime import resolve_amp, resolve_device
 
 # Datasets without a preset of their own borrow one (same image size and eval splits).
 PRESET_OF = {"imagenet100": "imagenet"}
-# Eval splits of datasets without a preset: every other opener names its labelled splits train / test.
-DEFAULT_SPLITS = ("train", "test")
+# Eval splits of datasets without a preset: every other opener names its labelled splits train / test, and 'auto'
+# is test there (a folder of splits: test/ or val/, whichever it has; cgh.data.configured.resolve_split).
+DEFAULT_SPLITS = ("train", "auto")
 DEFAULT_BATCH_SIZE = 256
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     """The checkpoint, which network in it, device, precision and output format."""
-    parser.add_argument("checkpoint", help="a `cgh pretrain` checkpoint (runs/x/checkpoints/last.pt), a "
-                        "torchvision-format backbone state dict (needs --dataset) or an authors' checkpoint")
+    parser.add_argument("checkpoint", help="a `cgh pretrain` checkpoint (runs/x/checkpoints/last.pt) or its run "
+                        "directory (runs/x), a torchvision-format backbone state dict (needs --dataset) or an authors' "
+                        "checkpoint")
     parser.add_argument("--which", choices=("student", "teacher"), default="student",
                         help="network of a cgh checkpoint to evaluate (default: the student, as the authors)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
@@ -77,7 +87,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-split", default=None,
                         help="split the accuracy is measured on (default: data.eval_test_split)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="evaluation crop in pixels (default: data.image_size; 224 gives Resize 256 + CenterCrop)")
+                        help="evaluation crop in pixels (default: the size the checkpoint was trained at, from its "
+                             "config; for a file without one, the dataset preset's size, else 224; 224 gives Resize "
+                             "256 + CenterCrop)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="decoding workers for file datasets (default: data.num_workers; arrays need none)")
@@ -105,13 +117,31 @@ class EvalSetup:
     progress: bool
     protocol: dict[str, Any] = field(default_factory=dict)
 
-    def features(self, source, kind: str, desc: str = "features", model: PretrainedBackbone | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``extract_features`` of ``model`` (default: this setup's) with this setup's transform, device and
-        precision."""
-        return extract_features(model or self.model, source, kind, image_size=self.image_size, mean=self.mean,
-                                std=self.std, batch_size=self.batch_size, device=self.device,
-                                num_workers=self.num_workers, amp=self.amp, progress=self.progress, desc=desc)
+    def features(self, source, kind: str, desc: str = "features", model: PretrainedBackbone | None = None,
+                 skipped: list[tuple[int, str]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``extract_features`` of ``model`` (default: this setup's) with this setup's transform, device, precision
+        and data.corrupt; files left out as undecodable are reported (``note_skipped``) and their (index, path)
+        appended to ``skipped``."""
+        left_out: list[tuple[int, str]] = []
+        out = extract_features(model or self.model, source, kind, image_size=self.image_size, mean=self.mean,
+                               std=self.std, batch_size=self.batch_size, device=self.device,
+                               num_workers=self.num_workers, amp=self.amp, progress=self.progress, desc=desc,
+                               corrupt=self.cfg.data.corrupt, skipped=left_out)
+        self.note_skipped(source.name, [path for _, path in left_out])
+        if skipped is not None:
+            skipped += left_out
+        return out
+
+    def note_skipped(self, split: str, paths: list[str]) -> None:
+        """Files of ``split`` left out as undecodable (data.corrupt=skip): a note on stderr naming how many and a
+        few, and every path in the protocol's ``skipped_files`` (the --json output)."""
+        known = self.protocol.setdefault("skipped_files", {}).setdefault(split, [])
+        new = [p for p in dict.fromkeys(paths) if p not in known]
+        if not new:
+            return
+        known += new
+        print(f"note: left out {len(new)} undecodable image(s) of {split} (data.corrupt=skip; error stops "
+              f"instead): {', '.join(new[:3])}{' ...' if len(new) > 3 else ''}", file=sys.stderr, flush=True)
 
 
 def has_preset(name: str) -> bool:
@@ -144,19 +174,22 @@ def eval_config(checkpoint_config: dict[str, Any] | None, args: argparse.Namespa
         base = dataset_config(dataset)
         if cfg is None:
             cfg = base
-        else:
-            cfg.data = base.data  # another dataset: none of the checkpoint's data values apply
+        else:  # another dataset: none of the checkpoint's data values apply but the input size the model learnt at
+            base.data.image_size = cfg.data.image_size
+            cfg.data = base.data
     d = cfg.data
     options = [o if o.startswith("data.") else f"data.{o}" for o in getattr(args, "data_option", []) or []]
     if options:
         merge(cfg, parse_overrides(options), "--data-option")
-        if from_defaults and d.name == "synthetic" and not any(o.startswith("data.image_size=") for o in options):
+        if checkpoint_config is None and d.name == "synthetic" and not any(o.startswith("data.image_size=")
+                                                                            for o in options):
             d.image_size = d.synthetic_image_size  # evaluate generated images at the size they are drawn at
     for flag, key in (("data_path", "path"), ("train_split", "eval_train_split"), ("test_split", "eval_test_split"),
                       ("image_size", "image_size"), ("num_workers", "num_workers")):
         value = getattr(args, flag, None)
         if value is not None:
             setattr(d, key, value)
+    d.eval_test_split = resolve_split(cfg, d.eval_test_split) or d.eval_test_split  # 'auto' -> its name, if any
     if d.image_size < 1:
         raise ConfigError(f"--image-size must be a positive integer, got {d.image_size}")
     if d.num_workers < 0:
@@ -184,10 +217,12 @@ def check_feature_kind(model: PretrainedBackbone, kind: str, path: str = "the ch
 
 
 def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, need_test: bool = True,
-                       allow_unlabelled_train: bool = False) -> EvalSetup:
-    """Load the backbone and open the evaluation splits as the flags and the checkpoint's config say."""
+                       allow_unlabelled_train: bool = False, learns_from_train: bool | None = None) -> EvalSetup:
+    """Load the backbone and open the evaluation splits as the flags and the checkpoint's config say.
+    ``learns_from_train`` (default ``need_train``): the command fits or votes with the train split, so a test split
+    holding the same images is refused (``check_held_out``)."""
     device = resolve_device(args.device)
-    path = args.checkpoint
+    path = checkpoint_file(args.checkpoint)  # a run directory: its checkpoints/last.pt
     obj, _ = read_checkpoint(path)  # CheckpointError for a missing, empty, truncated or unsafe file
     ckpt_config = obj.get("config") if isinstance(obj, dict) and obj.get("format") == FORMAT else None
     del obj
@@ -196,10 +231,20 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
     d = cfg.data
     train_source = open_split(cfg, d.eval_train_split) if need_train else None
     test_source = open_split(cfg, d.eval_test_split) if need_test else None
+    warnings = check_held_out(cfg, ckpt_config, need_test, need_train if learns_from_train is None
+                              else learns_from_train)
     if train_source is not None:
         require_labels(train_source, "train", allow_unlabelled=allow_unlabelled_train)
     if test_source is not None:
         require_labels(test_source, "test")
+    if train_source is not None and test_source is not None:
+        check_same_classes(train_source, test_source)
+    if ckpt_config is None and getattr(args, "image_size", None) is None and d.name in ("folder", "npz"):
+        # a folder or .npz has no size of its own, and the file does not say what the model was trained at
+        stem = (" (its 3x3 CIFAR stem suggests small images: 32 to 96 px)"
+                if model.info.get("stem") == "cifar" and d.image_size >= 224 else "")
+        print(f"note: {path} holds no training config, so it is evaluated at {d.image_size} px, the {d.name} "
+              f"default{stem}; give the size it was trained at with --image-size", file=sys.stderr, flush=True)
     sources = [s for s in (train_source, test_source) if s is not None]
     mean, std = dataset_normalization(cfg.data)
     batch_size = args.batch_size if getattr(args, "batch_size", None) is not None else DEFAULT_BATCH_SIZE
@@ -231,9 +276,37 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
         "std": list(std),
         "device": str(device),
         "amp": str(amp).replace("torch.", "") if amp is not None else "none",
+        "corrupt": d.corrupt,
+        **({"warnings": warnings} if warnings else {}),
     }
     return EvalSetup(model, cfg, train_source, test_source, protocol["num_classes"] or 0, d.image_size, mean, std,
                      device, amp, batch_size, d.num_workers, progress, protocol)
+
+
+def check_held_out(cfg: Config, checkpoint_config: dict[str, Any] | None, test: bool, learns_from_train: bool
+                   ) -> list[str]:
+    """Refuse a test split holding the images of the train split a command learns from (ConfigError: a kNN vote or
+    a probe measured on its own training images means nothing); warn (stderr, and returned for the protocol) when
+    it holds the images the checkpoint was pretrained on."""
+    d = cfg.data
+    if not test:
+        return []
+    where = split_location(cfg, d.eval_test_split)
+    if learns_from_train and split_location(cfg, d.eval_train_split) == where:
+        raise ConfigError(f"the test split {d.name}:{d.eval_test_split} holds the same images as the train split "
+                          f"{d.name}:{d.eval_train_split} ({where}): the accuracy would be measured on the training "
+                          f"images; keep held-out images apart (PATH/train/<class>/ and PATH/val/<class>/) or name "
+                          f"other splits with --train-split / --test-split")
+    if checkpoint_config is None:
+        return []
+    pretrained = config_from_dict(checkpoint_config, origin="checkpoint")
+    pretrained.data.folder_splits = saved_folder_splits(checkpoint_config)
+    if pretrained.data.name != d.name or split_location(pretrained, pretrained.data.split) != where:
+        return []
+    warning = (f"the test split {d.name}:{d.eval_test_split} ({where}) is the split this checkpoint was pretrained "
+               f"on: the result is not measured on held-out images")
+    print(f"warning: {warning}", file=sys.stderr, flush=True)
+    return [warning]
 
 
 def transform_name(image_size: int) -> str:

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, origin="command line")
     result = measure(cfg, tuple(args.methods), args.batch_size, args.warmup, args.repeats, args.device)
     print(json.dumps(result) if args.json else format_table(result))
     return 0

@@ -71,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
                               std=setup.std, batch_size=setup.batch_size, device=setup.device,
                               num_workers=setup.num_workers, amp=setup.amp, table_format=args.format,
                               chunk_size=args.chunk_size, progress=setup.progress, desc=f"embedding {split}",
-                              meta=protocol)
+                              meta=protocol, corrupt=setup.cfg.data.corrupt)
     protocol["chunk_rows"] = result.chunk_rows
+    setup.note_skipped(source.name, result.skipped)
+    protocol.update({k: setup.protocol[k] for k in ("skipped_files",) if k in setup.protocol})
     features, table, manifest = output_paths(args.out, kinds, args.format)
     files = {"features": {k: str(p) for k, p in features.items()}, "table": str(table), "manifest": str(manifest)}
     metrics = {"num_images": result.num_images, "feature_dims": result.dims, "files": files}

@@ -7,14 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from cgh.checkpoint import FORMAT
+from cgh.checkpoint import FORMAT, checkpoint_file
 from cgh.errors import CGHError
 from cgh.export import FORMATS, default_output, export_backbone
 from cgh.pretrained import load_backbone
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a cgh checkpoint, a torchvision state dict or an authors' checkpoint")
+    parser.add_argument("checkpoint", help="a cgh checkpoint or its run directory, a torchvision state dict or an "
+                        "authors' checkpoint")
     parser.add_argument("--format", choices=FORMATS, required=True, help="output format")
     parser.add_argument("--out", default=None, metavar="PATH",
                         help="output file (default: beside the input, <name>_torchvision.pth or "
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.checkpoint = checkpoint_file(args.checkpoint)  # a run directory: its checkpoints/last.pt
     model = load_backbone(args.checkpoint, which=args.which)
     out = Path(args.out) if args.out else default_output(args.checkpoint, args.format)
     if out.resolve() == Path(args.checkpoint).resolve():

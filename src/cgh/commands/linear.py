@@ -73,9 +73,12 @@ def run(args: argparse.Namespace) -> int:
         train_features, train_labels = setup.features(setup.train_source, kind, desc="train features")
         result = train_linear(train_features, train_labels, test_features, test_labels, setup.num_classes, **common)
     else:
+        skipped: list[str] = []
         result = train_linear_augmented(model, kind, setup.train_source, test_features, test_labels,
                                         setup.num_classes, image_size=setup.image_size, mean=setup.mean,
-                                        std=setup.std, amp=setup.amp, num_workers=setup.num_workers, **common)
+                                        std=setup.std, amp=setup.amp, num_workers=setup.num_workers,
+                                        corrupt=setup.cfg.data.corrupt, skipped=skipped, **common)
+        setup.note_skipped(setup.train_source.name, skipped)
     check_unchanged(model, before)
     protocol = dict(
         setup.protocol, features=kind, feature_dim=model.feature_dim(kind), feature_norm=p["feature_norm"],

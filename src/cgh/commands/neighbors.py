@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+import torch
+
 from cgh.commands.common import (
     add_eval_arguments,
     check_feature_kind,
@@ -19,7 +22,7 @@ from cgh.commands.common import (
     emit,
     resolve_eval_setup,
 )
-from cgh.errors import ConfigError
+from cgh.errors import ConfigError, DataError
 from cgh.evaluate.neighbors import nearest_neighbours, neighbours_figure, select_queries
 
 
@@ -48,8 +51,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--queries {args.queries} is more than the {len(test_source)} images of "
                           f"{test_source.name}")
     query_index = select_queries(len(test_source), args.queries, args.seed)
-    bank, bank_labels = setup.features(bank_source, args.features, desc="memory bank")
-    queries, query_labels = setup.features(test_source.subset(query_index), args.features, desc="queries")
+    left_out: list[tuple[int, str]] = []  # undecodable files (data.corrupt=skip): their rows are missing
+    bank, bank_labels = setup.features(bank_source, args.features, desc="memory bank", skipped=left_out)
+    if left_out:
+        decoded = torch.ones(len(bank_source), dtype=torch.bool)
+        decoded[[i for i, _ in left_out]] = False
+        labelled, bank_index = labelled[decoded], (labelled & decoded).nonzero().view(-1)
+        if args.k > len(bank_index):
+            raise ConfigError(f"--k {args.k} is larger than the bank: {bank_source.name} has {len(bank_index)} "
+                              f"labelled images that decode")
+    left_out = []
+    queries, query_labels = setup.features(test_source.subset(query_index), args.features, desc="queries",
+                                           skipped=left_out)
+    query_index = np.delete(query_index, [i for i, _ in left_out])
+    if len(query_index) == 0:
+        raise DataError(f"{test_source.name}: none of the {args.queries} query images decodes; choose others with "
+                        f"--seed")
     result = nearest_neighbours(bank[labelled].to(setup.device), bank_labels[labelled], queries.to(setup.device),
                                 query_labels, args.k, query_index=query_index, bank_index=bank_index.numpy())
     p = setup.protocol
@@ -57,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
     title = (f"{checkpoint_label(p)} ({where}): {args.features} features, {p['dataset']} "
              f"{p['test_split']} queries, nearest of {len(bank_index)} {p['train_split']} images")
     out = neighbours_figure(result, test_source, bank_source, args.out, image_size=setup.image_size, title=title)
-    protocol = dict(p, features=args.features, feature_dim=int(bank.shape[1]), k=args.k, num_queries=args.queries,
+    protocol = dict(p, features=args.features, feature_dim=int(bank.shape[1]), k=args.k, num_queries=len(query_index),
                     seed=args.seed, bank_size=len(bank_index), similarity="cosine", out=str(out))
     found = result.to_dict()
     metrics = {"precision_at_k": found["precision_at_k"], "k": args.k, "out": str(out), "queries": found["queries"]}
-    line = (f"wrote {out}: {args.queries} {p['dataset']} {p['test_split']} queries x {args.k} nearest "
+    line = (f"wrote {out}: {len(query_index)} {p['dataset']} {p['test_split']} queries x {args.k} nearest "
             f"{p['train_split']} images ({args.features} features, {checkpoint_label(p)}): "
             f"precision@{args.k} {result.precision:.2f}%")
     emit(args, "neighbors", metrics, protocol, line)

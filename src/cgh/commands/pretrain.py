@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
+    if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
+        # `--resume out_dir=RUN`: --resume takes an optional value, and here it took an override
+        overrides.insert(0, args.resume)
+        args.resume = True
     if args.resume == "auto":  # = train.auto_resume=true: the decision is made where the run directory is known
         overrides.append("train.auto_resume=true")
         args.resume = None
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_dict(load_checkpoint(find_checkpoint(target))["config"])
         merge(cfg, parse_overrides(overrides), "command line")
     else:
-        cfg = load_config(source, overrides)
+        cfg = load_config(source, overrides, origin="command line")
     if args.print_config:
         cfg.validate(dist.world_size() if dist.launched_by_torchrun() else 1)
         print(to_yaml(cfg), end="")

@@ -7,6 +7,7 @@ import argparse
 
 from cgh import dist
 from cgh.commands.common import add_eval_arguments, checkpoint_label, emit, resolve_eval_setup
+from cgh.data.configured import check_same_classes
 from cgh.errors import ConfigError
 from cgh.evaluate.classify import RRC_SCALE
 from cgh.evaluate.features import num_classes_of
@@ -40,21 +41,26 @@ def run(args: argparse.Namespace) -> int:
                           f"{args.epochs}, {args.eval_every}")
     if args.milestones != sorted(args.milestones):
         raise ConfigError(f"--milestones must be increasing epochs, got {args.milestones}")
-    setup = resolve_eval_setup(args, need_train=False)
+    setup = resolve_eval_setup(args, need_train=False, learns_from_train=True)  # the train split: labelled_subset
     dist.init_from_env(setup.device)
     world, main = dist.world_size(), dist.is_main()
     try:
         train_source, subset = labelled_subset(setup.cfg, args.fraction, args.subset_seed)
+        check_same_classes(train_source, setup.test_source)
         num_classes = max(setup.num_classes, num_classes_of(train_source))
         batch_size = setup.batch_size
+        skipped: dict[str, list[str]] = {}
         _, result = finetune(setup.model.backbone, train_source, setup.test_source, num_classes,
                              image_size=setup.image_size, mean=setup.mean, std=setup.std, epochs=args.epochs,
                              trunk_lr=args.trunk_lr, head_lr=args.head_lr, momentum=args.momentum,
                              weight_decay=args.weight_decay, milestones=args.milestones, gamma=args.gamma,
                              batch_size=batch_size, seed=args.seed, device=setup.device, amp=setup.amp,
-                             num_workers=setup.num_workers, eval_every=args.eval_every, log=setup.progress)
+                             num_workers=setup.num_workers, eval_every=args.eval_every, log=setup.progress,
+                             corrupt=setup.cfg.data.corrupt, skipped=skipped)
     finally:
         dist.shutdown()
+    for split, paths in skipped.items() if main else ():
+        setup.note_skipped(split, paths)
     protocol = dict(
         setup.protocol, features="fine-tuned network", fraction=args.fraction, subset=subset,
         train_split=train_source.name, num_train=len(train_source), num_classes=num_classes, epochs=args.epochs,

@@ -1,7 +1,8 @@
 """Decoding image files (simplejpeg for JPEGs, Pillow for the rest), and the torchvision geometry we re-implement on
 them (torchvision does not import on the development machines).
 
-- :func:`load_image`: decode one file as RGB, DataError naming the file when it is not an image or is truncated;
+- :func:`load_image`: decode one file as 8-bit RGB (any mode: 16-bit, float and transparent images as
+  cgh.data.image_modes says), DataError naming the file when it is not an image or is truncated;
   :func:`open_image` (:class:`EncodedImage`) + ``decode``, the same in two steps, so that a JPEG can be decoded at
   a reduced scale chosen from its size (:func:`draft_scale`).
 - :func:`random_resized_crop_box`: torchvision ``RandomResizedCrop.get_params`` (10 tries, then a centre crop), and
@@ -29,7 +30,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from cgh.data.image_modes import rgb_pixels
 from cgh.errors import DataError
+from cgh.runtime import loader_workers, usable_cpus
 
 try:  # a dependency of cgh; without it every image is decoded by Pillow
     import simplejpeg
@@ -37,7 +40,7 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching in the tes
     simplejpeg = None
 
 # Bumped whenever the pixels decode_all produces could change, so that stale caches are never read.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: 16-bit, float and transparent images decoded by cgh.data.image_modes
 
 
 def _pil_error(path: str, e: Exception) -> DataError:
@@ -102,7 +105,7 @@ class EncodedImage:
                     img.draft("RGB", (width // scale, height // scale))  # Pillow picks exactly 1/scale for this
                     applied = scale if img.size == (-(-width // scale), -(-height // scale)) else 1
                 img.load()  # Pillow decodes lazily: a truncated file fails here
-                return np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8), applied
+                return rgb_pixels(img), applied  # 16-bit, float and transparent images too (cgh.data.image_modes)
         except Exception as e:
             raise _pil_error(self.path, e) from e
 
@@ -247,7 +250,7 @@ class _DecodeDataset(torch.utils.data.Dataset):
 
 
 def default_decode_workers() -> int:
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return min(8, usable_cpus())
 
 
 def _cache_file(cache_dir: str, paths: list[str], size: int) -> str:
@@ -280,7 +283,7 @@ def decode_all(
                 return torch.from_numpy(cached)
         except (OSError, ValueError) as e:
             warnings.warn(f"ignoring unreadable decode cache {cache_path}: {e}", stacklevel=2)
-    workers = default_decode_workers() if num_workers is None else num_workers
+    workers = default_decode_workers() if num_workers is None else loader_workers(num_workers)
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)  # (N, 3, S, S)
     loader = torch.utils.data.DataLoader(_DecodeDataset(paths, size), batch_size=256, num_workers=workers)
     pos = 0

@@ -1,9 +1,18 @@
 """Image folders: labelled (class sub-folders, torchvision ImageFolder convention) or flat (unlabelled).
 
-``path`` may contain the placeholder ``{split}`` (``/data/pets/{split}``), replaced by the split name, so one config
-serves ``train`` and ``test``; without it the same folder is used for every split.
+Where a split's images are, for ``path`` = PHOTOS:
+- a folder of splits: when every non-hidden sub-folder of PHOTOS is named ``train``, ``val`` or ``test``
+  (``PHOTOS/train/<class>/...``, ``PHOTOS/val/<class>/...``, the layout people keep), split ``s`` is ``PHOTOS/s``
+  and a split it does not hold is a DataError naming the ones it does. ``folder_splits=False`` turns this off, for
+  a folder whose classes really are named train and val (``split_dir``);
+- ``path`` may contain the placeholder ``{split}`` (``/data/pets/{split}``), replaced by the split name;
+- otherwise the same folder is used for every split (its images are then both trained on and tested on: the kNN
+  monitor and the evaluation commands refuse or warn, cgh.data.configured.split_location).
 
-Rules (an image folder: class sub-folders, or flat and unlabeled):
+The evaluation test split ``auto`` of a folder is ``test`` where PHOTOS holds a test split, else ``val``
+(``auto_test_split``).
+
+Rules for one split's folder (class sub-folders, or flat and unlabeled):
 - if any non-hidden sub-folder holds images (searched recursively, like ImageFolder), the folder is labelled: class
   index = position of the sub-folder name in sorted order, and a class sub-folder with no image is an error (as in
   ImageFolder, so that class indices cannot shift silently between splits); image files lying directly in the
@@ -59,12 +68,56 @@ def _label_files(root: str, files: dict[str, list[str]], dataset: str) -> tuple[
     return paths, labels
 
 
-def open_folder(
-    path: str | None, split: str, *, in_memory: bool = False, image_size: int | None = None,
-    num_workers: int | None = None, cache_dir: str | None = None,
-) -> Source:
-    """A folder of images, labelled by sub-folder or flat (see the module docstring)."""
+SPLIT_NAMES = ("train", "val", "test")
+AUTO_TEST_SPLITS = ("test", "val")  # what eval_test_split=auto takes, in this order of preference
+
+
+def splits_in(path: str) -> list[str]:
+    """The split sub-folders of ``path`` when it is a folder of splits (every non-hidden sub-folder named train, val
+    or test), else []."""
+    if not os.path.isdir(path):
+        return []
+    subdirs = [e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")]
+    return sorted(subdirs, key=SPLIT_NAMES.index) if subdirs and set(subdirs) <= set(SPLIT_NAMES) else []
+
+
+def split_dir(path: str | None, split: str, splits: bool = True) -> str:
+    """The folder holding ``split``'s images (the module docstring's rules); ``splits``: whether a folder of splits
+    is read as one. DataError for a missing path, or a split a folder of splits does not hold."""
+    pattern = "{split}" in str(path or "")
     path = require_path("folder", None if path is None else str(path).replace("{split}", split))
+    if pattern or not splits:
+        return path
+    found = splits_in(path)
+    if not found:
+        return path
+    if split not in found:
+        raise DataError(f"folder: {path} holds the splits {', '.join(f'{s}/' for s in found)} and no {split}/; "
+                        f"add {os.path.join(path, split, '<class>')}/ or choose one of its splits")
+    return os.path.join(path, split)
+
+
+def auto_test_split(path: str | None, splits: bool = True) -> str | None:
+    """The test split ``auto`` means for a folder: ``test`` where ``path`` (a folder of splits or a ``{split}``
+    pattern) holds one, else ``val``; None when it holds neither. A plain folder (every split the same images):
+    ``test``."""
+    path = os.path.expanduser(str(path or ""))
+    if "{split}" in path:
+        found = [s for s in AUTO_TEST_SPLITS if os.path.isdir(path.replace("{split}", s))]
+    elif splits and splits_in(path):
+        found = [s for s in AUTO_TEST_SPLITS if s in splits_in(path)]
+    else:
+        return AUTO_TEST_SPLITS[0]
+    return found[0] if found else None
+
+
+def open_folder(
+    path: str | None, split: str, *, folder_splits: bool = True, in_memory: bool = False,
+    image_size: int | None = None, num_workers: int | None = None, cache_dir: str | None = None,
+) -> Source:
+    """A folder of images, labelled by sub-folder or flat (see the module docstring). ``folder_splits``: read a
+    folder whose sub-folders are train/, val/, test/ as a folder of splits (``split_dir``)."""
+    path = split_dir(path, split, folder_splits)
     if not os.path.isdir(path):
         raise DataError(f"folder: {path} is not a directory")
     subdirs = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))

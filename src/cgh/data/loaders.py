@@ -37,6 +37,7 @@ from cgh.data.decode import (
     resized_crop_scaled,
 )
 from cgh.errors import DataError
+from cgh.runtime import loader_workers
 from cgh.views import ViewSpec
 
 CORRUPT_MODES = ("skip", "error")
@@ -275,11 +276,12 @@ class PretrainLoader:
         self.bad_files: list[str] = []
         self._loader: DataLoader | None = None
         if isinstance(source, FileSource):
+            workers = loader_workers(num_workers)  # at most one per usable CPU (cgh.runtime)
             self._tagged = _EpochTaggedSampler(sampler)
             self._loader = DataLoader(
                 _CropDataset(source, specs, sampler.seed, corrupt, jpeg_draft), batch_sampler=self._tagged,
-                num_workers=num_workers, collate_fn=_CollateCrops(specs), pin_memory=device.type == "cuda",
-                persistent_workers=num_workers > 0, prefetch_factor=prefetch_factor if num_workers > 0 else None,
+                num_workers=workers, collate_fn=_CollateCrops(specs), pin_memory=device.type == "cuda",
+                persistent_workers=workers > 0, prefetch_factor=prefetch_factor if workers > 0 else None,
                 # A DataLoader iterator draws its workers' base seed from torch's *global* generator unless given
                 # its own; that would shift the on-device augmentation's random stream by where a run resumed.
                 generator=torch.Generator(),

@@ -10,7 +10,9 @@ Files, for ``out = "emb.npy"`` (or ``"emb"``: a trailing ``.npy`` is dropped to 
     emb.json                what was written: the files and shapes, the transform, and the caller's ``meta`` (the
                             command puts the checkpoint, dataset and split there)
 
-Row i of every file is image i of the split, in dataset order (``index`` = i). The features are those of
+Row i of every file is image i of the split, in dataset order (``index`` = i), except that an image left out as
+undecodable (``corrupt="skip"``) has no row: the rows after it move up, ``index`` still names the image, and the
+manifest lists the files left out under ``skipped_files``. The features are those of
 ``cgh.evaluate.features.extract_features`` (same kinds, test transform, device and precision; NOT normalised): with a
 chunk size that is a multiple of the batch size the batches, and so the values, are the same.
 
@@ -36,7 +38,7 @@ import torch
 
 from cgh.augment import EvalTransform
 from cgh.data import FileSource, build_eval_loader
-from cgh.errors import ConfigError
+from cgh.errors import ConfigError, DataError
 from cgh.evaluate.features import collect
 from cgh.pretrained import FEATURE_KINDS, PretrainedBackbone
 
@@ -56,6 +58,7 @@ class Embeddings:
     dims: dict[str, int]
     chunk_rows: int
     meta: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # undecodable files left out (corrupt="skip")
 
 
 def output_stem(out: str | os.PathLike) -> Path:
@@ -99,12 +102,29 @@ def _class_name(classes: list[str], label: int) -> str:
     return classes[label] if 0 <= label < len(classes) else ""
 
 
-def _table_rows(source, start: int, stop: int) -> dict[str, list]:
-    """The table's columns for rows [start, stop) of ``source``."""
-    labels = source.labels[start:stop].tolist()
-    paths = [source.path(i) for i in range(start, stop)] if isinstance(source, FileSource) else [None] * (stop - start)
-    return {"index": list(range(start, stop)), "label": labels,
-            "class": [_class_name(source.classes, y) for y in labels], "path": paths}
+def _table_rows(source, rows: list[int]) -> dict[str, list]:
+    """The table's columns for images ``rows`` of ``source``."""
+    labels = source.labels[rows].tolist()
+    paths = [source.path(i) for i in rows] if isinstance(source, FileSource) else [None] * len(rows)
+    return {"index": list(rows), "label": labels, "class": [_class_name(source.classes, y) for y in labels],
+            "path": paths}
+
+
+def _shrink(path: Path, rows: int, batch_rows: int) -> None:
+    """Rewrite the .npy file ``path`` with its first ``rows`` rows (images left out made it shorter than
+    allocated), ``batch_rows`` rows at a time."""
+    full = np.load(path, mmap_mode="r")
+    tmp = path.with_name(path.name + ".shrink")
+    try:
+        short = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(rows, full.shape[1]))
+        for start in range(0, rows, batch_rows):
+            stop = min(rows, start + batch_rows)
+            short[start:stop] = full[start:stop]
+        short.flush()
+        del short, full
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class _CsvTable:
@@ -163,6 +183,7 @@ def write_embeddings(
     progress: bool = False,
     desc: str = "embedding",
     meta: dict[str, Any] | None = None,
+    corrupt: str = "error",
 ) -> Embeddings:
     """Write the ``kinds`` features of every image of ``source`` (an ArraySource or FileSource) and its table to the
     files the module docstring names for ``out``; returns what was written.
@@ -170,7 +191,8 @@ def write_embeddings(
     kinds: distinct ``FEATURE_KINDS``; each is computed on the same batch (one pass over the data, one forward pass
     of the batch per kind). chunk_size: images per chunk (default: ``chunk_rows_for`` the kinds' summed width).
     image_size, mean, std, resize, batch_size, device, num_workers, amp: as ``extract_features``. progress: one tqdm
-    bar on stderr counting images. meta: JSON-able values stored in the manifest under ``"protocol"``.
+    bar on stderr counting images. meta: JSON-able values stored in the manifest under ``"protocol"``. corrupt: an
+    undecodable file is a DataError ('error') or left out ('skip'; the module docstring says how).
     The model's train/eval mode is restored afterwards.
     """
     kinds = list(kinds)
@@ -212,25 +234,37 @@ def write_embeddings(
         for kind, path in feature_paths.items():  # (N, D) float32 on disk, the final shape
             arrays[kind] = np.lib.format.open_memmap(partials[path], mode="w+", dtype=np.float32, shape=(n, dims[kind]))
         table = (_ParquetTable if table_format == "parquet" else _CsvTable)(partials[table_path])
+        filled, skipped = 0, []  # rows written; undecodable files left out
         for start in range(0, n, rows):
             stop = min(n, start + rows)
             chunk = source.subset(range(start, stop))
-            loader = build_eval_loader(chunk, image_size, batch_size, num_workers=num_workers, device=device)
+            loader = build_eval_loader(chunk, image_size, batch_size, num_workers=num_workers, device=device,
+                                       corrupt=corrupt)
             feats, _ = collect(fn, loader, transform, device=device, amp=amp, total=stop - start, dim=total_dim)
-            if feats.shape[0] != stop - start:
-                raise RuntimeError(f"the evaluation loader yielded {feats.shape[0]} of {stop - start} images")
+            missing = {i for i, _ in loader.skipped}
+            kept = [start + i for i in range(stop - start) if i not in missing]
+            if feats.shape[0] != len(kept):
+                raise RuntimeError(f"the evaluation loader yielded {feats.shape[0]} of {len(kept)} images")
+            skipped += [path for _, path in loader.skipped]
             offset = 0
             for kind in kinds:  # (chunk, D_kind) slices of the chunk's (chunk, sum D)
-                arrays[kind][start:stop] = feats[:, offset : offset + dims[kind]].numpy()
+                arrays[kind][filled : filled + len(kept)] = feats[:, offset : offset + dims[kind]].numpy()
                 offset += dims[kind]
             del feats
-            table.write(_table_rows(source, start, stop))
+            filled += len(kept)
+            table.write(_table_rows(source, kept))
+        if filled == 0:
+            raise DataError(f"{source.name}: none of its {n} images decodes, e.g. {', '.join(skipped[:3])}")
         for array in arrays.values():
             array.flush()
         arrays.clear()  # closes the memory maps
+        if filled < n:
+            for path in feature_paths.values():
+                _shrink(partials[path], filled, rows)
         table.close()
         table = None
-        result = Embeddings(feature_paths, table_path, manifest_path, n, dims, rows, dict(meta or {}))
+        result = Embeddings(feature_paths, table_path, manifest_path, filled, dims, rows, dict(meta or {}),
+                            skipped)
         partials[manifest_path].write_text(json.dumps(manifest(result, table_format, image_size, mean, std),
                                                       indent=1, allow_nan=True) + "\n", encoding="utf-8")
         for final, partial in partials.items():
@@ -260,5 +294,6 @@ def manifest(result: Embeddings, table_format: str, image_size: int, mean, std) 
         "mean": list(mean),
         "std": list(std),
         "chunk_rows": result.chunk_rows,
+        "skipped_files": result.skipped,
         "protocol": result.meta,
     }

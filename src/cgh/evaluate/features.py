@@ -96,6 +96,8 @@ def extract_features(
     resize: int | None = None,
     progress: bool = False,
     desc: str = "features",
+    corrupt: str = "error",
+    skipped: list[tuple[int, str]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of every image of ``source`` (an ArraySource or FileSource), in dataset order.
 
@@ -108,6 +110,8 @@ def extract_features(
     bicubically; we use the same bilinear transform as every other evaluation, so kNN, probe and clustering see
     identical inputs. amp: None (float32) or a dtype / 'bf16' for autocast on GPU. Returns (features (N, D) float32 CPU,
     labels (N,) int64 CPU). The model's train/eval mode is restored afterwards.
+    corrupt: an undecodable file is a DataError ('error') or left out ('skip'): its row is then missing and its
+    (index, path) appended to ``skipped``.
     """
     if kind not in FEATURE_KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; expected one of {list(FEATURE_KINDS)}")
@@ -115,7 +119,8 @@ def extract_features(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     device = torch.device(device)
     transform = EvalTransform(image_size, mean, std, resize=resize or None).to(device)
-    loader = build_eval_loader(source, image_size, batch_size, num_workers=num_workers, device=device)
+    loader = build_eval_loader(source, image_size, batch_size, num_workers=num_workers, device=device,
+                               corrupt=corrupt)
     was_training = model.training
     model.eval()
     try:
@@ -123,7 +128,10 @@ def extract_features(
                                 total=len(source), dim=model.feature_dim(kind), progress=progress, desc=desc)
     finally:
         model.train(was_training)
-    assert feats.shape[0] == len(source), f"the evaluation loader yielded {feats.shape[0]} of {len(source)} images"
+    expected = len(source) - len(loader.skipped)
+    assert feats.shape[0] == expected, f"the evaluation loader yielded {feats.shape[0]} of {expected} images"
+    if skipped is not None:
+        skipped += loader.skipped
     return feats, labels
 
 

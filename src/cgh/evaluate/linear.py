@@ -271,20 +271,24 @@ def train_linear_augmented(
     num_workers: int = 0,
     eval_every: int = 1,
     log: bool = False,
+    corrupt: str = "error",
+    skipped: list[str] | None = None,
 ) -> ProbeResult:
     """Train a ``LinearProbe`` through the frozen ``model`` (a PretrainedBackbone) with on-device augmentation.
 
     Each step: RandomResizedCrop(image_size, scale 0.08-1) + flip (docs/evaluation.md#linear-probe) on device, the
     frozen backbone's ``kind`` features under ``no_grad`` (eval mode), then the probe. The caller freezes the model
     (``run`` does, and checks it afterwards); this function also keeps it in eval mode. Crops and the batch order come
-    from the global RNG and the loader's ``seed``.
+    from the global RNG and the loader's ``seed``. corrupt: an undecodable training image is a DataError ('error'),
+    or replaced in its batch by another image of it ('skip', as in pretraining) and its path appended to
+    ``skipped`` (once per epoch it is met).
     """
     _check_features(test_features, test_labels, num_classes, "test")
     device = torch.device(device)
     specs, augment = train_crops(image_size, mean, std)
     augment = augment.to(device)
     loader = build_pretrain_loader(train_source, specs, min(batch_size, len(train_source)), seed=seed, rank=0,
-                                   world_size=1, num_workers=num_workers, device=device, corrupt="error")
+                                   world_size=1, num_workers=num_workers, device=device, corrupt=corrupt)
     torch.manual_seed(seed)
     probe = LinearProbe(model.feature_dim(kind), num_classes, feature_norm).to(device)
     model.eval()
@@ -303,5 +307,7 @@ def train_linear_augmented(
                 with autocast(device, amp):
                     f = model.features(x, kind)  # (B, D)
             trainer.train_step(f.float(), labels)
+        if skipped is not None:
+            skipped += loader.bad_files
         trainer.end_epoch(epoch)
     return trainer.result()

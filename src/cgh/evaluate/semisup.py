@@ -112,18 +112,22 @@ def labelled_subset(cfg, fraction: float, seed: int = 0, train_source=None):
 
 @torch.no_grad()
 def evaluate_classifier(classifier: nn.Module, source, *, image_size: int, mean, std, batch_size: int = 256,
-                        device: str | torch.device = "cpu", amp: torch.dtype | None = None, num_workers: int = 0
-                        ) -> tuple[float, float]:
-    """(top-1, top-5) in percent of ``classifier`` (eval mode) on a labelled source with the test transform."""
+                        device: str | torch.device = "cpu", amp: torch.dtype | None = None, num_workers: int = 0,
+                        corrupt: str = "error", skipped: list[str] | None = None) -> tuple[float, float]:
+    """(top-1, top-5) in percent of ``classifier`` (eval mode) on a labelled source with the test transform; with
+    ``corrupt='skip'`` an undecodable image is left out and its path appended to ``skipped``."""
     device = torch.device(device)
     transform = EvalTransform(image_size, mean, std).to(device)
-    loader = build_eval_loader(source, image_size, batch_size, num_workers=num_workers, device=device)
+    loader = build_eval_loader(source, image_size, batch_size, num_workers=num_workers, device=device,
+                               corrupt=corrupt)
     was_training = classifier.training
     classifier.eval()
     try:
         logits, labels = collect(classifier, loader, transform, device=device, amp=amp, out_device=device)
     finally:
         classifier.train(was_training)
+    if skipped is not None:
+        skipped += [path for _, path in loader.skipped]
     if labels.numel() == 0:
         return percent(0, 0, 0)
     return percent(*topk_hits(logits, labels), labels.shape[0])
@@ -152,11 +156,15 @@ def finetune(
     num_workers: int = 0,
     eval_every: int = 1,
     log: bool = False,
+    corrupt: str = "error",
+    skipped: dict[str, list[str]] | None = None,
 ) -> tuple[Classifier, ProbeResult]:
     """Fine-tune ``backbone`` (updated in place) with a fresh fc on the labelled ``train_source``; evaluate on
     ``test_source`` every ``eval_every`` epochs and at the end. Numbers as in the module docstring
     (docs/evaluation.md#semi-supervised). ``batch_size`` is the global batch; it is capped at the number of labelled
-    images so that every epoch has a step.
+    images so that every epoch has a step. corrupt: an undecodable image is a DataError ('error'), or ('skip')
+    replaced in its training batch by another of it, left out of the test split, and its path appended to
+    ``skipped[source.name]`` each time it is met.
     """
     if epochs < 1 or batch_size < 1 or trunk_lr < 0 or head_lr < 0 or eval_every < 1:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lrs >= 0, eval_every >= 1; got {epochs}, "
@@ -188,7 +196,7 @@ def finetune(
     tail = len(train_source) % global_batch
     sampler = GlobalBatchSampler(len(train_source), global_batch, dist.rank(), world, seed, shuffle=True,
                                  drop_last=0 < tail < 2 * world)
-    loader = PretrainLoader(train_source, specs, sampler, num_workers=num_workers, device=device, corrupt="error")
+    loader = PretrainLoader(train_source, specs, sampler, num_workers=num_workers, device=device, corrupt=corrupt)
     epoch_log = EpochLog(epochs, log and dist.is_main())
     loss_value = float("nan")
     for epoch in range(epochs):
@@ -207,13 +215,17 @@ def finetune(
             optimizer.step()
             loss_sum += loss.detach()
             steps += 1
+        if skipped is not None:
+            skipped.setdefault(train_source.name, []).extend(loader.bad_files)
         scheduler.step()  # per epoch (docs/evaluation.md#semi-supervised: MultiStepLR at epochs 30 and 60)
         loss_value = float(dist.all_reduce_mean(loss_sum / max(1, steps)))
         if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
             # Every process evaluates the whole test split: identical numbers on all ranks, no sharding arithmetic.
             top1, top5 = evaluate_classifier(classifier, test_source, image_size=image_size, mean=mean, std=std,
                                              batch_size=max(1, batch_size // world), device=device, amp=amp,
-                                             num_workers=num_workers)
+                                             num_workers=num_workers, corrupt=corrupt,
+                                             skipped=None if skipped is None else
+                                             skipped.setdefault(test_source.name, []))
             epoch_log.record(epoch + 1, loss_value, top1, top5)
     seen_all = int(dist.all_reduce_sum(torch.tensor([float(seen)], device=device)).item())
     return classifier, epoch_log.result(loss_value, steps_per_epoch=steps, images_per_epoch=seen_all)

@@ -31,6 +31,7 @@ class Method(Protocol):
     loss_terms: ClassVar[tuple[str, ...]]  # the names forward's terms may carry (besides diagnostics, w_nce)
     relation_terms: ClassVar[tuple[str, ...]]  # terms that equal ln K when the relation target is uniform
     needs_find_unused: bool  # some parameters may get no gradient in a step (DDP's find_unused_parameters)
+    warmup_steps: int  # length of the InfoNCE warm-up in steps (loss_warmup_steps); 0 without one
     teacher_pooled: torch.Tensor  # set by forward: the teacher's pooled backbone features of views[0], no grad
 
     def temperatures(self) -> dict[str, float]:

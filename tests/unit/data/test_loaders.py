@@ -265,6 +265,17 @@ def test_corrupt_files_skip_and_error(tmp_path):
         list(strict)
     with pytest.raises(DataError, match=r"cannot decode image .*3\.png"):
         list(build_eval_loader(src, 8, 4))
+    # Evaluation with corrupt="skip" (data.corrupt): the files are left out of their batches, not replaced, and
+    # recorded with their index for the caller to report; the same with worker processes, and again on a new pass.
+    for workers in (0, 2):
+        lenient = build_eval_loader(src, 8, 4, num_workers=workers, corrupt="skip")
+        for _ in range(2):
+            out = list(lenient)
+            assert [x.shape[0] for x, _ in out] == [3, 3]
+            assert torch.equal(torch.cat([y for _, y in out]), src.labels[[0, 1, 2, 4, 5, 7]])
+            assert lenient.skipped == [(3, str(tmp_path / "3.png")), (6, str(tmp_path / "6.png"))]
+    with pytest.raises(DataError, match="corrupt must be one of skip, error, got 'ignore'"):
+        build_eval_loader(src, 8, 4, corrupt="ignore")
 
     for k in (0, 1):
         (tmp_path / f"{k}.png").write_bytes(b"")

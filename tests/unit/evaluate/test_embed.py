@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,12 @@ from cgh.backbone import ResNet
 from cgh.config import load_config
 from cgh.data.base import ArraySource
 from cgh.data.folder import open_folder
-from cgh.errors import ConfigError
+from cgh.errors import ConfigError, DataError
 from cgh.evaluate import embed as embed_module
 from cgh.evaluate.embed import check_table_format, chunk_rows_for, output_paths, write_embeddings
 from cgh.evaluate.features import extract_features
 from cgh.pretrained import load_backbone
-from tests.helpers import one_error_line, random_hwc, save_png
+from tests.helpers import break_jpeg, one_error_line, photo_folder, random_hwc, save_png
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -116,6 +117,31 @@ def test_a_folder_source_writes_its_paths(model, tmp_path):
     assert [(r["label"], r["class"]) for r in rows] == [("0", "cats")] * 3 + [("1", "dogs")] * 2
     expected, _ = extract_features(model, source, "global", image_size=16, mean=MEAN, std=STD, batch_size=2)
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "photos.npy"), expected.numpy())
+
+
+def test_a_corrupt_file_left_out_has_no_row(model, tmp_path):
+    """corrupt="skip": the undecodable file has no row (rows after it move up, ``index`` names each image), across
+    chunk boundaries; the manifest lists it; corrupt="error" (the default) stops on it."""
+    root = tmp_path / "photos"
+    photo_folder(root, splits=("all",), per_split=(2,))  # 10 images, 2 per class
+    source = open_folder(str(root / "all"), "all")
+    broken = break_jpeg(source.path(3))
+    result = write_embeddings(model, source, ["global", "hypercolumn"], tmp_path / "emb", image_size=16, mean=MEAN,
+                              std=STD, batch_size=2, chunk_size=4, corrupt="skip")
+    assert result.num_images == 9 and result.skipped == [broken]
+    rows = read_csv(tmp_path / "emb.csv")
+    assert [int(r["index"]) for r in rows] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert [r["path"] for r in rows] == [source.path(i) for i in (0, 1, 2, 4, 5, 6, 7, 8, 9)]
+    kept = source.subset([0, 1, 2, 4, 5, 6, 7, 8, 9])
+    for kind in ("global", "hypercolumn"):
+        expected, _ = extract_features(model, kept, kind, image_size=16, mean=MEAN, std=STD, batch_size=2)
+        np.testing.assert_allclose(np.load(tmp_path / f"emb.{kind}.npy"), expected.numpy(), rtol=1e-5, atol=1e-6)
+    info = json.loads((tmp_path / "emb.json").read_text())
+    assert info["skipped_files"] == [broken] and info["features"]["global"]["shape"] == [9, 64]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.csv", "emb.global.npy", "emb.hypercolumn.npy",
+                                                          "emb.json", "photos"]
+    with pytest.raises(DataError, match=f"cannot decode image {re.escape(broken)}"):
+        write_embeddings(model, source, ["global"], tmp_path / "strict", image_size=16, mean=MEAN, std=STD)
 
 
 def test_parquet_table(model, tmp_path):

@@ -1,9 +1,11 @@
-"""Feature extraction and the shared plumbing of the evaluation commands: checkpoint defaults, flags, JSON, errors."""
+"""Feature extraction and the shared plumbing of the evaluation commands: checkpoint defaults, flags, JSON, errors;
+corrupt files left out and reported by every command, test splits that are not held out refused or warned about."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 import torch
@@ -17,6 +19,8 @@ from cgh.data.decode import eval_resize
 from cgh.errors import ConfigError
 from cgh.evaluate.features import extract_features
 from cgh.pretrained import load_backbone
+from tests.helpers import one_error_line
+from tests.helpers import photo_folder as make_photo_folder
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -87,17 +91,23 @@ def test_checkpoint_config_supplies_the_dataset(cgh_checkpoint):
 
 def test_flags_override_the_checkpoint(cgh_checkpoint):
     args = parse([str(cgh_checkpoint), "--device", "cpu", "--data-option", "synthetic_size=20",
-                  "--data-option", "data.synthetic_classes=2", "--test-split", "train", "--image-size", "24"])
+                  "--data-option", "data.synthetic_classes=2", "--train-split", "test", "--test-split", "train",
+                  "--image-size", "24"])
     setup = resolve_eval_setup(args)
-    assert len(setup.train_source) == 20 and setup.num_classes == 2
+    assert len(setup.test_source) == 20 and setup.num_classes == 2
     assert setup.protocol["test_split"] == "train" and setup.image_size == 24
+    # a test split that is the train split would measure the accuracy on the images it votes with: refused
+    with pytest.raises(ConfigError, match="test split synthetic:train holds the same images as the train split"):
+        resolve_eval_setup(parse([str(cgh_checkpoint), "--device", "cpu", "--test-split", "train"]))
 
 
-def test_another_dataset_takes_its_preset_defaults(cgh_checkpoint):
+def test_another_dataset_takes_its_preset_defaults_but_the_trained_image_size(cgh_checkpoint):
+    """The splits and path are the other dataset's; the input size stays the one the model was trained at (issue 18:
+    a 32-px model was evaluated on a folder at 224 px)."""
     cfg = eval_config({"data": {"name": "synthetic", "image_size": 16, "path": "x"}},
                       parse([str(cgh_checkpoint), "--dataset", "imagenet", "--data-path", "/in"]), "ckpt")
     d = cfg.data
-    assert (d.name, d.path, d.image_size, d.eval_train_split, d.eval_test_split) == ("imagenet", "/in", 224, "train",
+    assert (d.name, d.path, d.image_size, d.eval_train_split, d.eval_test_split) == ("imagenet", "/in", 16, "train",
                                                                                      "val")
     cfg = eval_config(None, parse(["w.pt", "--dataset", "imagenet100"]), "w.pt")
     assert (cfg.data.name, cfg.data.image_size, cfg.data.eval_test_split) == ("imagenet100", 224, "val")
@@ -163,3 +173,132 @@ def test_cli_head_features_need_a_cgh_checkpoint(tmp_path, capsys):
     assert main(["knn", str(path), "--dataset", "synthetic", "--data-option", "synthetic_size=20",
                  "--data-option", "synthetic_test_size=10", "--features", "hypercolumn_head"]) == 2
     assert "no trained hypercolumn head" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A folder of photographs as people keep them: evaluated on val/ with its true classes, corrupt files left out
+# ---------------------------------------------------------------------------------------------------------------------
+
+# command -> (its flags, the splits whose files it reads)
+EVALUATIONS = {
+    "knn": (["--k", "3"], ("train", "val")),
+    "linear": (["--augment", "rrc", "--epochs", "1"], ("train", "val")),
+    "semisup": (["--fraction", "1", "--epochs", "1"], ("train", "val")),
+    "cluster": ([], ("val",)),
+    "tsne": (["--perplexity", "5", "--out", "{tmp}/t.png"], ("train",)),
+    "embed": (["--split", "train", "--out", "{tmp}/e.npy"], ("train",)),
+    "neighbors": (["--queries", "4", "--k", "3", "--out", "{tmp}/n.png"], ("train",)),
+}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("command", list(EVALUATIONS))
+def test_every_evaluation_leaves_corrupt_files_out_and_reports_them(photo_run, tmp_path, capsys, command):
+    """`cgh COMMAND RUN/checkpoints/last.pt --json` on the run's folder (train/ and val/ with a truncated JPEG in
+    each): data.corrupt=skip, the checkpoint's (and the default), leaves them out, with a note on stderr and every
+    path in the protocol; before, every evaluation stopped on the first one."""
+    from cgh.cli import main
+
+    flags, splits = EVALUATIONS[command]
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    assert main([command, str(photo_run["checkpoint"]), "--device", "cpu", "--json", *flags]) == 0
+    out, err = capsys.readouterr()
+    protocol = json.loads(out)["protocol"]
+    broken = sorted(photo_run["broken"][s] for s in splits)
+    assert sorted(p for paths in protocol["skipped_files"].values() for p in paths) == broken
+    assert protocol["corrupt"] == "skip" and protocol["dataset"] == "folder"
+    for path in broken:
+        assert re.search(rf"note: left out 1 undecodable image\(s\) of folder:\w+.* \(data.corrupt=skip; error stops "
+                         rf"instead\): {re.escape(path)}\n", err), err
+    if "val" in splits:  # the test split is val/ (there is no test/), with the five classes of the folder
+        assert (protocol["test_split"], protocol["num_test"], protocol["num_classes"]) == ("val", 16, 5)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_corrupt_error_on_request_and_held_out_splits(photo_run, tmp_path, capsys):
+    from cgh.cli import main
+
+    ckpt, photos = str(photo_run["checkpoint"]), photo_run["photos"]
+    assert main(["knn", ckpt, "--device", "cpu", "--data-option", "corrupt=error"]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert err.startswith(f"error: cannot decode image {photo_run['broken']['train']}"), err
+    # The split the checkpoint was pretrained on, used as the test split: a loud warning, also in the protocol.
+    assert main(["knn", ckpt, "--device", "cpu", "--json", "--train-split", "val", "--test-split", "train"]) == 0
+    out, err = capsys.readouterr()
+    warning = (f"the test split folder:train ({photos / 'train'}) is the split this checkpoint was pretrained on: "
+               f"the result is not measured on held-out images")
+    assert f"warning: {warning}\n" in err and json.loads(out)["protocol"]["warnings"] == [warning]
+    # A folder of class folders only: the test split is the train split, the same images: refused.
+    assert main(["knn", ckpt, "--device", "cpu", "--data-path", str(photos / "val")]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: the test split folder:test holds the same images as the train split folder:train "
+        f"({photos / 'val'}): the accuracy would be measured on the training images; keep held-out images apart "
+        f"(PATH/train/<class>/ and PATH/val/<class>/) or name other splits with --train-split / --test-split\n")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_weights_without_a_config_on_a_folder_of_splits(photo_run, tmp_path, capsys):
+    """An exported backbone (no training config) on `--dataset folder --data-path PHOTOS`: train/ is the bank,
+    val/ the test split (the test split 'auto'), not a class folder named val."""
+    from cgh.cli import main
+
+    weights = torchvision_file(tmp_path / "r18.pt")
+    assert main(["knn", str(weights), "--dataset", "folder", "--data-path", str(photo_run["photos"]), "--image-size",
+                 "32", "--num-workers", "0", "--k", "3", "--device", "cpu", "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)["protocol"]
+    assert (p["train_split"], p["test_split"], p["num_train"], p["num_test"], p["num_classes"]) == ("train", "val", 31,
+                                                                                                    16, 5)
+# ---- run directories, the image size of a file without config, loader workers (issue 18 item 9) ----------------------
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Real JPEG photographs in train/<class>/ and val/<class>/ (tests.helpers.photo_folder)."""
+    root = tmp_path_factory.mktemp("photos")
+    make_photo_folder(root, per_split=(4, 2))
+    return root
+
+
+def test_evaluation_commands_take_a_run_directory(cgh_checkpoint, tmp_path, capsys):
+    from cgh.cli import main
+
+    run_dir = cgh_checkpoint.parent.parent
+    assert main(["knn", str(run_dir), "--json", "--k", "3", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"]["checkpoint"] == str(cgh_checkpoint)
+    assert main(["export", str(run_dir), "--format", "torchvision", "--out", str(tmp_path / "r.pth")]) == 0
+    assert (tmp_path / "r.pth").exists() and load_backbone(run_dir).info["path"] == str(cgh_checkpoint)
+    capsys.readouterr()
+    assert main(["knn", str(tmp_path)]) == 2  # a directory without checkpoints/last.pt: say where it was looked for
+    assert capsys.readouterr().err == (f"error: {tmp_path} is a directory without checkpoints/last.pt: give a "
+                                       f"checkpoint file, or a run directory of `cgh pretrain` (its checkpoint is "
+                                       f"RUN/checkpoints/last.pt)\n")
+
+
+def test_an_exported_file_on_a_folder_of_photographs(cgh_checkpoint, photo_folder, tmp_path, capsys, monkeypatch):
+    """The issue: an exported file evaluated on a folder on a 2-core machine started 8 loader workers (two torch
+    warnings) and resized to 224 px a model trained at 16; the checkpoint itself is evaluated at its own size."""
+    import os
+    import warnings
+
+    from cgh.cli import main
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # a 2-core machine
+    exported = tmp_path / "r18.pth"
+    assert main(["export", str(cgh_checkpoint), "--format", "torchvision", "--out", str(exported)]) == 0
+    capsys.readouterr()
+    folder = ["--dataset", "folder", "--data-path", str(photo_folder), "--k", "3", "--json", "--device", "cpu"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["knn", str(exported), *folder]) == 0
+    assert not [w for w in caught if "worker" in str(w.message)], [str(w.message) for w in caught]
+    out, err = capsys.readouterr()
+    assert json.loads(out)["protocol"]["image_size"] == 224
+    assert err == (f"note: {exported} holds no training config, so it is evaluated at 224 px, the folder default (its "
+                   f"3x3 CIFAR stem suggests small images: 32 to 96 px); give the size it was trained at with "
+                   f"--image-size\n")
+    assert main(["knn", str(exported), *folder, "--image-size", "16"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["protocol"]["image_size"] == 16 and err == ""
+    assert main(["knn", str(cgh_checkpoint), *folder]) == 0  # the checkpoint's own size, from its config
+    out, err = capsys.readouterr()
+    assert json.loads(out)["protocol"]["image_size"] == 16 and err == ""
