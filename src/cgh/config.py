@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -312,15 +313,17 @@ def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
             return value
         raise bad("true or false")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise bad("an integer")
-        return value
+        number = _number(value)
+        if isinstance(number, int):
+            return number
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
+        raise bad("an integer" + (f" ({value} is {number:g})" if isinstance(number, float) else ""))
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        number = _number(value)
+        if number is None:
             raise bad("a number")
-        return float(value)
+        return float(number)
     if hint is str:
         if isinstance(value, (dict, list)) or value is None:
             raise bad("a string")
@@ -338,6 +341,29 @@ def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
     if isinstance(hint, types.UnionType):
         raise bad(str(hint))
     raise bad(str(hint))
+
+
+# A number as people write it: 1e-4, 3E-2, .5, 5., 1_000, -2e-3, 1.0e-4. YAML 1.1 (PyYAML) reads a float only with a
+# dot and a signed exponent (1.0e-4), so 1e-4 arrives as the string '1e-4', from a YAML file and from a key=value
+# override alike; these strings are numbers here. Words (nan, inf) are not: YAML spells those .nan and .inf.
+_INTEGER = re.compile(r"[+-]?\d(?:_?\d)*")
+_DECIMAL = re.compile(r"[+-]?(?:\d(?:_?\d)*)?(?:\.(?:\d(?:_?\d)*)?)?(?:[eE][+-]?\d+)?")
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` as an int or float when it is one or spells one (see ``_DECIMAL``), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if _INTEGER.fullmatch(text):
+        return int(text.replace("_", ""))
+    if _DECIMAL.fullmatch(text) and any(c.isdigit() for c in text.split("e")[0].split("E")[0]):
+        return float(text.replace("_", ""))
+    return None
 
 
 def to_yaml(cfg: Config) -> str:
