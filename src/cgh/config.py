@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -43,6 +43,10 @@ class Config:
     """Name of the preset this config started from (informational)."""
     recipe: str = ""
     """Whose numbers these are, with their source: the preset's ``recipe`` line for the method (informational)."""
+    sources: ClassVar[tuple[str, ...]] = ()
+    """Not a config key: where the values came from, in order (defaults, preset, file and its keys, overrides), set
+    on the instance by ``load_config`` and written by ``to_yaml`` as comment lines above the keys, so that a resolved
+    config says what came from where and still loads as it is."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -251,25 +255,65 @@ def load_config(source: str | None = None, overrides: list[str] | None = None, o
     overrides. ``origin`` names the overrides in errors ("overrides: unknown config key ..."); the command line
     passes "command line".
 
+    A YAML file may start from a preset: ``preset: demo`` loads that preset (with its recipe for the method) first and
+    the file's other keys override it; only a preset, not another file, so that a config is never a chain of files.
     A preset states one recipe per method: its body is CGH's (with a top-level ``recipe:`` line naming the source)
     and ``recipes: {mocov2: {...}, ressl: {...}}`` holds what each baseline's own paper changes, each with its own
-    ``recipe:`` line. The method is the overrides' ``method.name``, else the preset's."""
+    ``recipe:`` line. The method is the overrides' ``method.name``, else the file's, else the preset's.
+    ``cfg.sources`` records the layers in order (``to_yaml`` writes them as the header)."""
     cfg = Config()
     parsed = parse_overrides(overrides) if overrides else {}
+    if "preset" in parsed:
+        raise ConfigError(f"{origin}: preset={parsed['preset']!r}: a config starts from a preset given as CONFIG "
+                          f"(cgh pretrain demo ...) or named in a YAML file (preset: demo), not from an override")
+    sources = ["defaults      cgh.config_sections"]
+    layers: list[tuple[str, dict[str, Any], str]] = []  # (origin in errors, mapping, line of cfg.sources)
     if source:
         data, name = read_yaml(source)
+        base = data.get("preset") if not name else None
+        if base:
+            if not isinstance(base, str) or base not in preset_names():
+                raise ConfigError(f"{source}: preset = {base!r}: expected the name of a preset to start from (not "
+                                  f"a file), one of {', '.join(preset_names())}" + _suggest(str(base), preset_names()))
+            layers.append((f"preset {base}", read_yaml(base)[0], f"preset        {base}"))
+        keys = [k for k in _flat_keys(data) if k not in ("preset", "recipe") and not k.startswith("recipes.")]
+        what = f"preset        {name}" if name else (
+            f"file          {source}: " + (", ".join(keys) if len(keys) <= 8 else f"{len(keys)} keys"))
+        layers.append((source, data, what))
+    method = _method_of(parsed, *(data for _, data, _ in reversed(layers)))
+    for where, data, what in layers:
+        data = dict(data)
         recipes = data.pop("recipes", None) or {}
         if not isinstance(recipes, dict):
-            raise ConfigError(f"{source}: recipes must map method names to config sections, got {recipes!r}")
-        merge(cfg, data, source)
-        method = (parsed.get("method") or {}).get("name", cfg.method.name) if isinstance(parsed.get("method"), dict) \
-            else cfg.method.name
+            raise ConfigError(f"{where}: recipes must map method names to config sections, got {recipes!r}")
+        merge(cfg, data, where)
         if method in recipes:
-            merge(cfg, recipes[method], f"{source} (recipes.{method})")
-        cfg.preset = cfg.preset or name
+            merge(cfg, recipes[method], f"{where} (recipes.{method})")
+            what += f" with its recipes.{method}"
+        sources.append(what)
+    if source:
+        cfg.preset = cfg.preset or name  # a file's own preset: key, else the preset given as source
     if parsed:
         merge(cfg, parsed, origin)
+        sources.append(f"{origin:<13} " + " ".join(overrides or []))
+    cfg.sources = tuple(sources)
     return cfg
+
+
+def _method_of(overrides: dict[str, Any], *layers: dict[str, Any]) -> str:
+    """The method whose recipe applies: the overrides' method.name, else the first layer's that names one."""
+    for data in (overrides, *layers):
+        section = data.get("method")
+        if isinstance(section, dict) and isinstance(section.get("name"), str):
+            return section["name"]
+    return Config().method.name
+
+
+def _flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in data.items():
+        keys += _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return keys
 
 
 def config_from_dict(data: dict[str, Any], origin: str = "checkpoint") -> Config:
@@ -367,4 +411,8 @@ def _number(value: Any) -> int | float | None:
 
 
 def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None, width=120)
+    """The config as YAML, every key, under a comment header listing ``cfg.sources`` (later lines win)."""
+    header = "".join(f"#   {line}\n" for line in cfg.sources)
+    if header:
+        header = "# Resolved config (it loads as it is); built from, later lines overriding earlier ones:\n" + header
+    return header + yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None, width=120)

@@ -37,7 +37,7 @@ def save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epoc
     if main:
         ckpt = {
             "format": FORMAT, "version": VERSION, "cgh_version": __version__, "config": cfg.to_dict(),
-            "method": cfg.method.name, "arch": cfg.model.arch, "epoch": epoch, "epoch_step": epoch_step,
+            "config_sources": list(cfg.sources), "method": cfg.method.name, "arch": cfg.model.arch, "epoch": epoch, "epoch_step": epoch_step,
             "step": step, "world_size": world, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(), "rng": states, "metrics": metrics,
             "epoch_partial": partial, **(extra or {}),
@@ -94,6 +94,7 @@ def resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) 
     cfg = config_from_dict(ckpt["config"], origin=str(path))
     cfg.data.folder_splits = saved_folder_splits(ckpt["config"])
     saved, new = _flat(cfg.to_dict()), _flat(given.to_dict())
+    changed = []
     for key, value in new.items():
         if value == saved.get(key) or key in ("preset", "recipe") or (key == "out_dir" and not value):
             continue
@@ -112,9 +113,13 @@ def resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) 
                               f"{ckpt['epoch']} (the run's own is {saved[key]}), or evaluate the checkpoint as it is "
                               f"(cgh knn {path})")
         _set(cfg, key, value)
+        changed.append(f"{key}={value}")
         if main and key == "optim.epochs":
             print(f"note: optim.epochs changed on resume ({saved[key]} -> {value}): the lr schedule changes",
                   flush=True)
+    # the header of the run's config.yaml: where the first start's values came from, then this resume
+    cfg.sources = (*ckpt.get("config_sources", ()), f"resumed from  {path}" + (f": {' '.join(changed)}" if changed
+                                                                                 else ""))
     return cfg
 
 
