@@ -37,9 +37,9 @@ def save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epoc
     if main:
         ckpt = {
             "format": FORMAT, "version": VERSION, "cgh_version": __version__, "config": cfg.to_dict(),
-            "config_sources": list(cfg.sources), "method": cfg.method.name, "arch": cfg.model.arch, "epoch": epoch, "epoch_step": epoch_step,
-            "step": step, "world_size": world, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "rng": states, "metrics": metrics,
+            "config_sources": list(cfg.sources), "method": cfg.method.name, "arch": cfg.model.arch, "epoch": epoch,
+            "epoch_step": epoch_step, "step": step, "world_size": world, "model": method.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": states, "metrics": metrics,
             "epoch_partial": partial, **(extra or {}),
         }
         if keep:  # the numbered copy first: a run killed before last.pt is renamed redoes this epoch end, and both
