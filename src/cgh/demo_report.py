@@ -125,14 +125,21 @@ def _ranking(results: dict[str, dict[str, Any]], methods: list[str], metric: str
 
 
 def _against_raw(results: dict[str, dict[str, Any]], methods: list[str], raw: float) -> str:
+    """One complete sentence on each method's kNN against raw pixels, whichever side each lies on (it ended in "CGH,
+    ReSSL, MoCo-v2 are not, in this budget" when none was above)."""
     above = [METHOD_LABELS[m] for m in methods if results[m]["knn_top1"] > raw]
     below = [METHOD_LABELS[m] for m in methods if results[m]["knn_top1"] <= raw]
-    parts = [f"**Raw pixels** give {raw:.1f}% with the same kNN"]
+    clauses = []
     if above:
-        parts.append(f"{', '.join(above)} {'is' if len(above) == 1 else 'are'} above that")
+        clauses.append(f"{_and(above)} {'is' if len(above) == 1 else 'are'} above it")
     if below:
-        parts.append(f"{', '.join(below)} {'is' if len(below) == 1 else 'are'} not, in this budget")
-    return "; ".join(parts) + "."
+        clauses.append(f"{_and(below)} {'is' if len(below) == 1 else 'are'} at or below it in this budget")
+    return f"**Raw pixels** give {raw:.1f}% with the same kNN: " + "; ".join(clauses) + "."
+
+
+def _and(names: list[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def describe_data(cfg: Config, train_src, test_src) -> dict[str, Any]:

@@ -487,7 +487,7 @@ def test_wrong_images_are_a_value_error_saying_what_to_pass(tmp_path, images, me
         load_backbone(tmp_path / "r18.pth").global_features(images)
 
 
-# ---- the random-init baseline (issue 23 item 3) -----------------------------------------------------------------------
+# ---- the random-init baseline (issue 23 item 3) ----------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("one_torch_thread")
