@@ -40,6 +40,7 @@ from cgh.data import open_split
 from cgh.demo_report import METHOD_LABELS, METRICS, describe_data, run_name, write_report
 from cgh.errors import ConfigError
 from cgh.pretrained import PretrainedBackbone, load_backbone, random_init_backbone
+from cgh.wording import counted
 
 # Overrides of the demo preset for each dataset, applied before QUICK and the user's overrides (other scripts import
 # this dict). Digits has 1300 training images: a queue of 512 (the preset's 1024 would hold most of them) and 40
@@ -241,7 +242,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
         epoch = e.model.info.get("epoch", 0)
         panels.append((f"{METHOD_LABELS[e.name]} (epoch {epoch}), global features", feats, labels))
     tsne_figure(panels, train_src.classes, out / "tsne.png", seed=s0,
-                title=f"t-SNE of the {title} test split ({len(test_src)} images, {num_classes} classes)"
+                title=f"t-SNE of the {title} test split ({counted(len(test_src), 'image')}, "
+                      f"{counted(num_classes, 'class')})"
                       + (f", seed {s0}" if n > 1 else ""))
     train_features = {s: {e: r.pop("train_features") for e, r in by_seed[str(s)].items()} for s in seed_list}
     neighbours = neighbour_grids(out, first, train_features[s0], test_features[s0], train_src, test_src, cfg, s0)

@@ -30,6 +30,7 @@ from cgh.data.normalization import dataset_normalization
 from cgh.errors import ConfigError
 from cgh.evaluate.features import collect
 from cgh.evaluate.knn import knn_accuracy
+from cgh.wording import counted
 
 
 def labelled_split(cfg: Config, split: str, device: torch.device, what: str):
@@ -160,6 +161,6 @@ class KnnMonitor:
         new = [p for _, p in self.train_loader.skipped + self.test_loader.skipped if p not in self.skipped]
         if new:
             self.skipped += new
-            print(f"note: the kNN monitor left out {len(new)} undecodable image(s) (data.corrupt=skip), e.g. "
+            print(f"note: the kNN monitor left out {counted(len(new), 'undecodable image')} (data.corrupt=skip), e.g. "
                   f"{', '.join(new[:3])}", file=sys.stderr, flush=True)
         return knn_accuracy(bank, bank_y, test, test_y, self.num_classes, t.knn_k, t.knn_t)

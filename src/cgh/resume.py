@@ -21,6 +21,7 @@ from cgh.config import Config, config_from_dict
 from cgh.data.configured import saved_folder_splits
 from cgh.errors import CheckpointError, ConfigError
 from cgh.methods import teacher_view
+from cgh.wording import counted
 
 
 def save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epoch: int, epoch_step: int, step: int,
@@ -107,11 +108,11 @@ def resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) 
                               f"keys that may change: {', '.join(RESUME_SAFE + ('optim.epochs',))}")
         if key == "optim.epochs" and (value < ckpt["epoch"] or (value == ckpt["epoch"] and ckpt.get("epoch_step"))):
             # the loop would run no step and print "done": say that the run is past this end, and what to do
-            done = f"{ckpt['epoch']} epochs" + (" and part of the next" if ckpt.get("epoch_step") else "")
+            done = counted(ckpt["epoch"], "epoch") + (" and part of the next" if ckpt.get("epoch_step") else "")
             raise ConfigError(f"cannot resume with optim.epochs={value}: {path} has already run {done} "
-                              f"({ckpt['step']} steps), past that end; to train further give optim.epochs above "
-                              f"{ckpt['epoch']} (the run's own is {saved[key]}), or evaluate the checkpoint as it is "
-                              f"(cgh knn {path})")
+                              f"({counted(ckpt['step'], 'step')}), past that end; to train further give optim.epochs "
+                              f"above {ckpt['epoch']} (the run's own is {saved[key]}), or evaluate the checkpoint as "
+                              f"it is (cgh knn {path})")
         _set(cfg, key, value)
         changed.append(f"{key}={value}")
         if main and key == "optim.epochs":

@@ -45,6 +45,7 @@ from cgh.rundir import MetricsLog, StopSignal, default_run_dir, drop_records_aft
 from cgh.runtime import autocast, resolve_amp, resolve_device
 from cgh.schedule import lr_at, momentum_at, param_groups
 from cgh.views import pretrain_views
+from cgh.wording import counted
 
 EXIT_COLLAPSED = 3  # `cgh pretrain`'s exit status when train.stop_on_collapse stopped the run
 EXIT_REQUEUE = 75  # ... when SIGUSR1 (a time limit ahead) stopped it with a checkpoint: EX_TEMPFAIL, requeue me
@@ -274,7 +275,7 @@ def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int
     if bad_files:
         record["bad_files"] = len(bad_files)
         if run.main:
-            print(f"epoch {epoch + 1}: skipped {len(bad_files)} corrupt image(s), e.g. {bad_files[:3]}",
+            print(f"epoch {epoch + 1}: skipped {counted(len(bad_files), 'corrupt image')}, e.g. {bad_files[:3]}",
                   file=sys.stderr, flush=True)
     if not complete:
         run.log.write(record)
@@ -337,7 +338,8 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
             print(f"nothing to do: {run.run_dir} is already at step {run.step}, {end}; to train further resume with a "
                   f"larger {longer} (cgh pretrain --resume {run.run_dir} {longer}=N); checkpoint {where}", flush=True)
         else:
-            print(f"done: {run.step} steps in {duration(time.time() - run.began[0])}, checkpoint {where}", flush=True)
+            print(f"done: {counted(run.step, 'step')} in {duration(time.time() - run.began[0])}, checkpoint {where}",
+                  flush=True)
             warning = warmup_warning(run.cfg, run.method.warmup_steps, run.step, run.steps_per_epoch, ended=True)
             if warning:
                 print(warning, file=sys.stderr, flush=True)

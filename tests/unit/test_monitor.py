@@ -37,11 +37,11 @@ def test_train_and_val_folders_are_the_splits_and_a_corrupt_jpeg_is_left_out(tmp
     out, err = capsys.readouterr()
     assert "pretraining cgh on folder:train (30 images)" in out
     assert f"  data       folder:train (30 images, 5 classes, {photos / 'train'})\n" in out
-    assert ("  kNN        bank folder:train (30 images, 5 classes), test folder:val (16 images, 5 classes), every 1 "
-            "epoch(s)\n") in out
+    assert ("  kNN        bank folder:train (30 images, 5 classes), test folder:val (16 images, 5 classes), every "
+            "epoch\n") in out
     assert re.search(r"epoch 0: kNN top-1 \d+\.\d+% \(random init\)", out) and "kNN top-1" in out.splitlines()[-2]
     # the monitor honours data.corrupt=skip (the default) as pretraining does: one note, naming the file
-    assert (f"note: the kNN monitor left out 1 undecodable image(s) (data.corrupt=skip), e.g. {broken}\n") in err
+    assert (f"note: the kNN monitor left out 1 undecodable image (data.corrupt=skip), e.g. {broken}\n") in err
     assert err.count("left out") == 1  # once, not at every epoch
     assert start_record(tmp_path / "run")["knn"].startswith("bank folder:train (30 images")
 
@@ -78,7 +78,7 @@ def test_without_labels_or_a_held_out_split_the_monitor_is_off_with_one_line(tmp
     assert len(lines) == 1 and lines[0].startswith(f"{expected[0]}: the kNN monitor is off: {expected[1]}; "), err
     assert f"  kNN        off: {expected[1]}\n" in out and "kNN top-1" not in out
     assert len([line for line in err.splitlines() if "online probe is off" in line]) == 1  # the probe, likewise
-    assert "done: 1 steps" in out  # 20 images, batch 16
+    assert "done: 1 step in " in out  # 20 images, batch 16
 
 
 def test_a_folder_read_as_classes_on_request(tmp_path, capsys):

@@ -200,7 +200,7 @@ def test_resume_drops_the_records_it_will_log_again(tmp_path, step, capsys):
     path.write_text("".join(json.dumps(r) + "\n" for r in everything) + '{"kind": "step", "ep')
     drop_records_after(path, step)
     assert path.read_text() == "".join(json.dumps(r) + "\n" for r in kept)
-    assert f"dropped {len(everything) - len(kept) + 1} record(s)" in capsys.readouterr().out
+    assert f"dropped {len(everything) - len(kept) + 1} records" in capsys.readouterr().out
     assert not list(tmp_path.glob(".*tmp*"))
 
 

@@ -37,6 +37,7 @@ from cgh.errors import ConfigError, DataError
 from cgh.evaluate.features import extract_features, num_classes_of
 from cgh.pretrained import FEATURE_KINDS, PretrainedBackbone
 from cgh.runtime import resolve_amp, resolve_device
+from cgh.wording import counted
 
 # Datasets without a preset of their own borrow one (same image size and eval splits).
 PRESET_OF = {"imagenet100": "imagenet"}
@@ -124,7 +125,7 @@ class EvalSetup:
         if not new:
             return
         known += new
-        print(f"note: left out {len(new)} undecodable image(s) of {split} (data.corrupt=skip; error stops "
+        print(f"note: left out {counted(len(new), 'undecodable image')} of {split} (data.corrupt=skip; error stops "
               f"instead): {', '.join(new[:3])}{' ...' if len(new) > 3 else ''}", file=sys.stderr, flush=True)
 
 
