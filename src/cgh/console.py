@@ -3,7 +3,9 @@ inside its InfoNCE warm-up."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 from typing import Any
 
 import torch
@@ -149,3 +151,31 @@ def progress_bar(enabled: bool, total: int, initial: int, epoch: int, epochs: in
 
     return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
                 mininterval=1.0, file=sys.stderr)
+
+
+def print_end(run, status: str, first_step: int, requeue_status: int) -> None:
+    """The run's last line: done (with the warm-up warning of a run that ended inside it), stopped by a signal (and
+    how to continue), collapsed, or nothing to do (resumed at its end: which value would train further)."""
+    where = run.ckpt_dir / "last.pt"
+    if status == "stopped" and run.stop.signum == signal.SIGUSR1:
+        print(f"stopped by SIGUSR1 (a time limit ahead) at step {run.step}; checkpoint {where}; requeue the "
+              f"same command with --resume auto (exit status {requeue_status})", flush=True)
+    elif status == "stopped":
+        name = signal.Signals(run.stop.signum).name if run.stop.signum else "a signal on another process"
+        print(f"stopped by {name} at step {run.step}; checkpoint {where}; continue with: "
+              f"cgh pretrain --resume {run.run_dir}", flush=True)
+    elif status == "collapsed":
+        print(f"stopped at step {run.step} because the features collapsed (train.stop_on_collapse); "
+              f"checkpoint {where}", flush=True)
+    elif run.step == first_step and run.step >= run.stop_step:  # resumed at its end: no step to run
+        end = (f"train.max_steps = {run.cfg.train.max_steps}" if run.stop_step < run.total_steps else
+               f"the end of its optim.epochs = {run.cfg.optim.epochs}")
+        longer = "train.max_steps" if run.stop_step < run.total_steps else "optim.epochs"
+        print(f"nothing to do: {run.run_dir} is already at step {run.step}, {end}; to train further resume with a "
+              f"larger {longer} (cgh pretrain --resume {run.run_dir} {longer}=N); checkpoint {where}", flush=True)
+    else:
+        print(f"done: {counted(run.step, 'step')} in {duration(time.time() - run.began[0])}, checkpoint {where}",
+              flush=True)
+        warning = warmup_warning(run.cfg, run.method.warmup_steps, run.step, run.steps_per_epoch, ended=True)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)

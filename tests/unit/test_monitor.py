@@ -90,3 +90,30 @@ def test_a_folder_read_as_classes_on_request(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "on folder:train (30 images)" in out and f"folder:train (30 images, 2 classes, {photos})" in out
     assert "warning: the kNN monitor is off: its test split folder:test is the same images" in err
+
+
+@pytest.mark.parametrize("values, below", [((40.0, 35.0, 30.0), True), ((30.0, 35.0, 40.0), False),
+                                           ((30.0, 50.0, 30.0), False)])
+def test_a_run_whose_knn_ends_below_its_random_init_says_so(tmp_path, capsys, monkeypatch, values, below):
+    """Every method of a short run on a folder of photographs ended below its random-init kNN, and nothing in the run
+    said so. Now one note at the end (not a collapse warning), and the end record of metrics.jsonl carries it. The
+    monitor's values are set here (epoch 0, 1, 2), so that the test does not hang on a trained number."""
+    from cgh.monitor import KnnMonitor
+
+    photos = tmp_path / "photos"
+    photo_folder(photos)
+    given = iter(values)
+    monkeypatch.setattr(KnnMonitor, "__call__", lambda self, encoder: next(given))
+    run = tmp_path / "run"
+    assert pretrain(photos, run, "optim.epochs=2") == 0  # 30 images, batch 16: one step an epoch
+    out, err = capsys.readouterr()
+    end = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert end["kind"] == "end" and end["knn_init"] == values[0] and end["knn_top1"] == values[-1]
+    note = (f"the kNN monitor ended at {values[-1]:.2f}% top-1, below the {values[0]:.2f}% of the random "
+            f"initialisation (epoch 0): for kNN this run made the features worse. A linear probe may still gain: "
+            f"compare `cgh linear {run}` with `cgh linear {run} --random-init` (not a collapse warning)")
+    if below:
+        assert end["notes"] == [note] and f"note: {note}\n" in err and err.count("below the") == 1
+        assert "collapse" not in err.replace("(not a collapse warning)", "")
+    else:
+        assert "notes" not in end and "below the" not in err
