@@ -1,6 +1,7 @@
 """Typed configuration: dataclasses with every default, YAML presets, dotted command-line overrides.
 
-A config is built as ``defaults <- preset YAML <- key=value overrides``. Unknown keys are errors that suggest the
+A config is built as ``defaults <- preset YAML <- key=value overrides``, a YAML file optionally on a preset of its
+own (``preset: demo``: defaults <- preset <- file <- overrides). Unknown keys are errors that suggest the
 nearest valid key; values are checked against the field's type and then against ``validate()``'s rules. The resolved
 config is written to every run directory and stored in every checkpoint.
 
@@ -39,7 +40,8 @@ class Config:
     out_dir: str = ""
     """Run directory; empty = runs/<preset>-<method>-<timestamp>."""
     preset: str = ""
-    """Name of the preset this config started from (informational)."""
+    """Name of the preset this config started from. In a YAML file, ``preset: NAME`` loads that preset first and the
+    file's other keys override it (``load_config``); elsewhere (a checkpoint's config) it is a record."""
     recipe: str = ""
     """Whose numbers these are, with their source: the preset's ``recipe`` line for the method (informational)."""
     sources: ClassVar[tuple[str, ...]] = ()
