@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import random
 import shutil
 from pathlib import Path
@@ -123,6 +124,12 @@ def load_file(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"expected a checkpoint file, got a directory: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    what = _detectron2_pickle(path)  # torch.load would call it "not a PyTorch file (Unsupported operand 149)"
+    if what:
+        raise CheckpointError(
+            f"{path} is a detectron2 weight pickle ({what}): detectron2 reads it, cgh does not. Evaluate the cgh "
+            f"checkpoint it was exported from (runs/x/checkpoints/last.pt, or the run directory runs/x), or a "
+            f"torchvision export of it (cgh export CHECKPOINT --format torchvision --out r.pth; then --dataset)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -139,6 +146,33 @@ def load_file(path: str | os.PathLike) -> Any:
         detail = (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch file "
                               f"({type(e).__name__}: {detail})") from None
+
+
+def _detectron2_pickle(path: Path) -> str:
+    """What a detectron2 weight pickle holds ("written by cgh export --format detectron2, 100 arrays ..."), or ''
+    for any other file. Only the pickle's opcodes are read (pickletools), nothing is built: a crafted file can
+    neither run code nor allocate here."""
+    names: set[str] = set()
+    author, previous = None, None
+    with open(path, "rb") as f:
+        if f.read(1) != b"\x80":  # a pickle of protocol 2 or later (a torch.save file is a zip archive)
+            return ""
+        f.seek(0)
+        try:
+            for _, arg, _ in pickletools.genops(f):  # the first pickle: a legacy torch file's is its magic number
+                if isinstance(arg, str):
+                    author = arg if previous == "__author__" else author
+                    if arg.startswith(("stem.", "res2.", "res3.", "res4.", "res5.")):
+                        names.add(arg)
+                    previous = arg
+        except Exception:  # not a pickle after all, or a damaged one: torch.load names the problem
+            return ""
+    if not names:
+        return ""
+    from cgh.export import D2_AUTHOR  # cgh.export imports this module
+
+    by = "written by cgh export --format detectron2" if author == D2_AUTHOR else f"__author__ {author!r}"
+    return f"{by}, {len(names)} arrays named stem.*, res2.* .. res5.*"
 
 
 def _unpickling_detail(e: pickle.UnpicklingError) -> str:

@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
+    from cgh.data.image_modes import TRANSPARENCY_NOTE
+
+    TRANSPARENCY_NOTE.rearm()  # the note on transparent pixels: once per command, also when called in-process
     try:
         return int(module.run(args) or 0)
     except CGHError as e:

@@ -3,7 +3,9 @@ inside its InfoNCE warm-up."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 from typing import Any
 
 import torch
@@ -11,12 +13,13 @@ import torch
 from cgh import __version__
 from cgh.config import Config
 from cgh.losses import cgh_loss_weights
+from cgh.wording import counted
 
 
 def describe_split(source, where: bool = True) -> str:
     """``folder:train (240 images, 5 classes, /data/photos/train)``: a split, its size and (``where``) the folder
     of a file source."""
-    facts = [f"{len(source)} images"] + ([f"{len(source.classes)} classes"] if source.classes else [])
+    facts = [counted(len(source), "image")] + ([counted(len(source.classes), "class")] if source.classes else [])
     if where and getattr(source, "root", None):
         facts.append(source.root)
     return f"{source.name} ({', '.join(facts)})"
@@ -26,7 +29,8 @@ def monitor_summary(cfg: Config, run, off) -> str:
     """The banner's kNN line: the bank and the test split with their sizes, or why the monitor is off."""
     if run.monitor is not None:
         return (f"bank {describe_split(run.monitor.train_src, False)}, test "
-                f"{describe_split(run.monitor.test_src, False)}, every {cfg.train.knn_every} epoch(s)")
+                f"{describe_split(run.monitor.test_src, False)}, every "
+                f"{'epoch' if cfg.train.knn_every == 1 else counted(cfg.train.knn_every, 'epoch')}")
     return f"off: {off.reason}" if off else "off (train.knn_every=0)"
 
 
@@ -41,7 +45,8 @@ def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str, monito
         "lr_rule": f"{o.lr} x {o.batch_size}/{o.lr_ref_batch}", "bn_mode": bn_mode,
         "bn_splits": cfg.model.bn_splits if bn_mode == "split" else 1, "queue_size": m.queue_size,
         "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "none",
-        "steps_per_epoch": run.steps_per_epoch, "epochs": o.epochs, "dataset": f"{source.name} ({len(source)} images)",
+        "steps_per_epoch": run.steps_per_epoch, "epochs": o.epochs,
+        "dataset": f"{source.name} ({counted(len(source), 'image')})",
         "data": describe_split(source), "knn": monitor_summary(cfg, run, monitor_off),
         "views": [s.size for s in specs], "temperatures": run.method.temperatures(),
         "loss_terms": list(run.method.loss_terms), "run_dir": str(run.run_dir),
@@ -59,11 +64,12 @@ def print_banner(b: dict[str, Any], resumed_from, start: tuple[int, int], step: 
         f"  model      {b['arch']} ({b['stem']} stem, width {b['width']}), views {b['views']} px",
         f"  processes  {b['world_size']} x {b['batch_per_process']} = global batch {b['global_batch']} on "
         f"{b['device']}, amp {b['amp']}",
-        f"  lr         {b['lr']:.4g} ({b['lr_rule']}), {b['epochs']} epochs x {b['steps_per_epoch']} steps",
-        f"  BN         {b['bn_mode']}" + (f" ({b['bn_splits']} splits)" if b["bn_mode"] == "split" else ""),
+        f"  lr         {b['lr']:.4g} ({b['lr_rule']}), {counted(b['epochs'], 'epoch')} x "
+        f"{counted(b['steps_per_epoch'], 'step')}",
+        f"  BN         {b['bn_mode']}" + (f" ({counted(b['bn_splits'], 'split')})" if b["bn_mode"] == "split" else ""),
         f"  queue      {b['queue_size']} slots; temperatures {b['temperatures']}",
-        *([f"  warm-up    InfoNCE -> relation loss over the first {b['loss_warmup_steps']} steps (max of "
-           f"method.loss_warmup_epochs {b['loss_warmup_epochs']} x {b['steps_per_epoch']} steps and "
+        *([f"  warm-up    InfoNCE -> relation loss over the first {counted(b['loss_warmup_steps'], 'step')} (max of "
+           f"method.loss_warmup_epochs {b['loss_warmup_epochs']} x {counted(b['steps_per_epoch'], 'step')} and "
            f"method.loss_warmup_min_steps {b['loss_warmup_min_steps']}); the run ends at step {b['end_step']}"]
           if b["loss_warmup_steps"] else []),
         f"  run dir    {b['run_dir']}",
@@ -85,14 +91,15 @@ def warmup_warning(cfg: Config, warmup_steps: int, end_step: int, steps_per_epoc
     if t.max_steps and t.max_steps == end_step:
         until, longer = f"train.max_steps = {t.max_steps}", f"train.max_steps={warmup_steps}"
     else:
-        until = f"optim.epochs = {cfg.optim.epochs} x {steps_per_epoch} steps"
+        until = f"optim.epochs = {cfg.optim.epochs} x {counted(steps_per_epoch, 'step')}"
         longer = f"optim.epochs={-(-warmup_steps // steps_per_epoch)}"
-    what = (f"the run ended at step {end_step}, inside its InfoNCE warm-up of {warmup_steps} steps: its last loss was"
-            if ended else f"this run ends at step {end_step} ({until}), before its InfoNCE warm-up of {warmup_steps} "
-                          f"steps does: its last loss will be")
+    what = (f"the run ended at step {end_step}, inside its InfoNCE warm-up of {counted(warmup_steps, 'step')}: its "
+            f"last loss was"
+            if ended else f"this run ends at step {end_step} ({until}), before its InfoNCE warm-up of "
+                          f"{counted(warmup_steps, 'step')} does: its last loss will be")
     return (f"warning: {what} {100 * w_nce:.0f}% InfoNCE and {100 * (1 - w_nce):.0f}% {name}'s relation loss "
-            f"(w_nce {w_nce:.2f}); for {name}'s own loss train at least {warmup_steps} steps ({longer}) or shorten "
-            f"the warm-up (method.loss_warmup_min_steps, method.loss_warmup_epochs)")
+            f"(w_nce {w_nce:.2f}); for {name}'s own loss train at least {counted(warmup_steps, 'step')} ({longer}) or "
+            f"shorten the warm-up (method.loss_warmup_min_steps, method.loss_warmup_epochs)")
 
 
 def duration(seconds: float) -> str:
@@ -144,3 +151,31 @@ def progress_bar(enabled: bool, total: int, initial: int, epoch: int, epochs: in
 
     return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
                 mininterval=1.0, file=sys.stderr)
+
+
+def print_end(run, status: str, first_step: int, requeue_status: int) -> None:
+    """The run's last line: done (with the warm-up warning of a run that ended inside it), stopped by a signal (and
+    how to continue), collapsed, or nothing to do (resumed at its end: which value would train further)."""
+    where = run.ckpt_dir / "last.pt"
+    if status == "stopped" and run.stop.signum == signal.SIGUSR1:
+        print(f"stopped by SIGUSR1 (a time limit ahead) at step {run.step}; checkpoint {where}; requeue the "
+              f"same command with --resume auto (exit status {requeue_status})", flush=True)
+    elif status == "stopped":
+        name = signal.Signals(run.stop.signum).name if run.stop.signum else "a signal on another process"
+        print(f"stopped by {name} at step {run.step}; checkpoint {where}; continue with: "
+              f"cgh pretrain --resume {run.run_dir}", flush=True)
+    elif status == "collapsed":
+        print(f"stopped at step {run.step} because the features collapsed (train.stop_on_collapse); "
+              f"checkpoint {where}", flush=True)
+    elif run.step == first_step and run.step >= run.stop_step:  # resumed at its end: no step to run
+        end = (f"train.max_steps = {run.cfg.train.max_steps}" if run.stop_step < run.total_steps else
+               f"the end of its optim.epochs = {run.cfg.optim.epochs}")
+        longer = "train.max_steps" if run.stop_step < run.total_steps else "optim.epochs"
+        print(f"nothing to do: {run.run_dir} is already at step {run.step}, {end}; to train further resume with a "
+              f"larger {longer} (cgh pretrain --resume {run.run_dir} {longer}=N); checkpoint {where}", flush=True)
+    else:
+        print(f"done: {counted(run.step, 'step')} in {duration(time.time() - run.began[0])}, checkpoint {where}",
+              flush=True)
+        warning = warmup_warning(run.cfg, run.method.warmup_steps, run.step, run.steps_per_epoch, ended=True)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)

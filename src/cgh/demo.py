@@ -35,12 +35,12 @@ import torch
 
 from cgh import __version__
 from cgh.augment import dataset_normalization
-from cgh.backbone import convert_split_bn
 from cgh.config import Config, load_config
 from cgh.data import open_split
 from cgh.demo_report import METHOD_LABELS, METRICS, describe_data, run_name, write_report
 from cgh.errors import ConfigError
-from cgh.pretrained import PretrainedBackbone, load_backbone
+from cgh.pretrained import PretrainedBackbone, load_backbone, random_init_backbone
+from cgh.wording import counted
 
 # Overrides of the demo preset for each dataset, applied before QUICK and the user's overrides (other scripts import
 # this dict). Digits has 1300 training images: a queue of 512 (the preset's 1024 would hold most of them) and 40
@@ -80,17 +80,6 @@ def method_config(base: Config, method: str, run_dir: Path) -> Config:
     cfg.method.name = method
     cfg.out_dir = str(run_dir)
     return cfg
-
-
-def random_init_encoder(cfg: Config) -> PretrainedBackbone:
-    """The encoder every method starts from: ``pretrain`` seeds with cfg.seed and builds the student backbone first,
-    so this is bit-identical to each run's initial backbone."""
-    from cgh.methods import build_method
-
-    torch.manual_seed(cfg.seed)
-    method = build_method(cfg)
-    backbone = convert_split_bn(method.student.backbone)
-    return PretrainedBackbone(backbone, info={"method": "random", "epoch": 0, "path": "(random initialisation)"})
 
 
 def evaluate_encoder(enc: Encoder, train_src, test_src, cfg: Config, num_classes: int, log) -> dict[str, Any]:
@@ -231,7 +220,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
     for s in seed_list:
         if n > 1:
             log(f"  seed {s}")
-        encoders[s].insert(0, Encoder("random", random_init_encoder(configs[s])))
+        encoders[s].insert(0, Encoder("random", random_init_backbone(configs[s])))  # = each run's start
         by_seed[str(s)] = {e.name: evaluate_encoder(e, train_src, test_src, configs[s], num_classes, log)
                            for e in encoders[s]}
     raw = raw_pixel_knn(train_src, test_src, num_classes, cfg.train.knn_k, cfg.train.knn_t)
@@ -253,7 +242,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
         epoch = e.model.info.get("epoch", 0)
         panels.append((f"{METHOD_LABELS[e.name]} (epoch {epoch}), global features", feats, labels))
     tsne_figure(panels, train_src.classes, out / "tsne.png", seed=s0,
-                title=f"t-SNE of the {title} test split ({len(test_src)} images, {num_classes} classes)"
+                title=f"t-SNE of the {title} test split ({counted(len(test_src), 'image')}, "
+                      f"{counted(num_classes, 'class')})"
                       + (f", seed {s0}" if n > 1 else ""))
     train_features = {s: {e: r.pop("train_features") for e, r in by_seed[str(s)].items()} for s in seed_list}
     neighbours = neighbour_grids(out, first, train_features[s0], test_features[s0], train_src, test_src, cfg, s0)

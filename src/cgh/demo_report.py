@@ -19,6 +19,7 @@ import torch
 from cgh import __version__
 from cgh.config import Config, to_yaml
 from cgh.cost import format_table
+from cgh.wording import counted
 
 METHOD_LABELS = {"random": "random init", "mocov2": "MoCo-v2", "ressl": "ReSSL", "cgh": "CGH"}
 METRICS = ("knn_top1", "linear_global", "linear_hypercolumn", "nmi", "cluster_acc")
@@ -125,14 +126,21 @@ def _ranking(results: dict[str, dict[str, Any]], methods: list[str], metric: str
 
 
 def _against_raw(results: dict[str, dict[str, Any]], methods: list[str], raw: float) -> str:
+    """One complete sentence on each method's kNN against raw pixels, whichever side each lies on (it ended in "CGH,
+    ReSSL, MoCo-v2 are not, in this budget" when none was above)."""
     above = [METHOD_LABELS[m] for m in methods if results[m]["knn_top1"] > raw]
     below = [METHOD_LABELS[m] for m in methods if results[m]["knn_top1"] <= raw]
-    parts = [f"**Raw pixels** give {raw:.1f}% with the same kNN"]
+    clauses = []
     if above:
-        parts.append(f"{', '.join(above)} {'is' if len(above) == 1 else 'are'} above that")
+        clauses.append(f"{_and(above)} {'is' if len(above) == 1 else 'are'} above it")
     if below:
-        parts.append(f"{', '.join(below)} {'is' if len(below) == 1 else 'are'} not, in this budget")
-    return "; ".join(parts) + "."
+        clauses.append(f"{_and(below)} {'is' if len(below) == 1 else 'are'} at or below it in this budget")
+    return f"**Raw pixels** give {raw:.1f}% with the same kNN: " + "; ".join(clauses) + "."
+
+
+def _and(names: list[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def describe_data(cfg: Config, train_src, test_src) -> dict[str, Any]:
@@ -142,14 +150,15 @@ def describe_data(cfg: Config, train_src, test_src) -> dict[str, Any]:
 
 
 def _data_sentence(data: dict[str, Any]) -> str:
-    sizes = f"{data['train']} training and {data['test']} test images of {data['image_size']} px"
+    sizes = (f"{counted(data['train'], 'training image')} and {counted(data['test'], 'test image')} of "
+             f"{data['image_size']} px")
     if data["name"] == "synthetic":
-        return (f"the built-in synthetic dataset ({sizes}, {data['classes']} classes defined by shape and texture; "
-                f"colour, position, scale, rotation and background are random nuisances)")
+        return (f"the built-in synthetic dataset ({sizes}, {counted(data['classes'], 'class')} defined by shape and "
+                f"texture; colour, position, scale, rotation and background are random nuisances)")
     if data["name"] == "digits":
         return (f"scikit-learn's handwritten digits, a real dataset ({sizes}, enlarged from 8x8 scans, "
-                f"{data['classes']} classes, a fixed stratified split)")
-    return f"the {data['name']} dataset ({sizes}, {data['classes']} classes)"
+                f"{counted(data['classes'], 'class')}, a fixed stratified split)")
+    return f"the {data['name']} dataset ({sizes}, {counted(data['classes'], 'class')})"
 
 
 
@@ -202,11 +211,12 @@ def write_report(out: Path, cfg: Config, methods: list[str], summary: dict[str, 
         ("p", f"Written {datetime.now().strftime('%Y-%m-%d %H:%M')} by `{command}` in "
               f"{timings['total'] / 60:.1f} minutes. Every number below was measured in this run."),
         ("p", (f"**Setup.** {', '.join(METHOD_LABELS[x] for x in methods)} "
-               f"{'were each' if len(methods) > 1 else 'was'} pretrained for {o.epochs} epochs "
-               f"({steps} steps of {o.batch_size} images) on {_data_sentence(data)}, with a {cfg.model.arch} of "
+               f"{'were each' if len(methods) > 1 else 'was'} pretrained for {counted(o.epochs, 'epoch')} "
+               f"({counted(steps, 'step')} of {counted(o.batch_size, 'image')}) on {_data_sentence(data)}, with a "
+               f"{cfg.model.arch} of "
                f"width {cfg.model.width} ({cfg.model.stem} stem), from the same initial weights, {seed_text}. "
                f"Evaluation uses the pooled backbone features (kNN: k={cfg.train.knn_k}, T={cfg.train.knn_t}; "
-               f"linear probe: 100 epochs on frozen features; k-means with {data['classes']} clusters on "
+               f"linear probe: 100 epochs on frozen features; k-means with {counted(data['classes'], 'cluster')} on "
                f"the test split) and, for the hypercolumn probe, the pooled stack of layer3 and layer4.")),
     ]
     if quick:

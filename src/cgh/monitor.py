@@ -30,6 +30,7 @@ from cgh.data.normalization import dataset_normalization
 from cgh.errors import ConfigError
 from cgh.evaluate.features import collect
 from cgh.evaluate.knn import knn_accuracy
+from cgh.wording import counted
 
 
 def labelled_split(cfg: Config, split: str, device: torch.device, what: str):
@@ -160,6 +161,19 @@ class KnnMonitor:
         new = [p for _, p in self.train_loader.skipped + self.test_loader.skipped if p not in self.skipped]
         if new:
             self.skipped += new
-            print(f"note: the kNN monitor left out {len(new)} undecodable image(s) (data.corrupt=skip), e.g. "
+            print(f"note: the kNN monitor left out {counted(len(new), 'undecodable image')} (data.corrupt=skip), e.g. "
                   f"{', '.join(new[:3])}", file=sys.stderr, flush=True)
         return knn_accuracy(bank, bank_y, test, test_y, self.num_classes, t.knn_k, t.knn_t)
+
+
+def knn_below_start(metrics: dict, run_dir) -> str | None:
+    """A note when the monitor's last kNN (``metrics["knn_top1"]``) is below its epoch-0 value, the random
+    initialisation's (``metrics["knn_init"]``), else None. Not a collapse: a run can lose kNN accuracy while a linear
+    probe gains (issue 23: every method of a short run on a folder of photographs ended below its random-init kNN),
+    so the note says how to check."""
+    start, last = metrics.get("knn_init"), metrics.get("knn_top1")
+    if start is None or last is None or not last < start:
+        return None
+    return (f"the kNN monitor ended at {last:.2f}% top-1, below the {start:.2f}% of the random initialisation "
+            f"(epoch 0): for kNN this run made the features worse. A linear probe may still gain: compare `cgh linear "
+            f"{run_dir}` with `cgh linear {run_dir} --random-init` (not a collapse warning)")

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from cgh.backbone import ARCHS, STAGE_NAMES, ResNet
+from cgh.backbone import ARCHS, STAGE_NAMES, ResNet, convert_split_bn
 from cgh.checkpoint import FORMAT, check_checkpoint, checkpoint_file
 from cgh.checkpoint_formats import backbone_state_dict, detect, file_info, read_checkpoint
-from cgh.config import config_from_dict
+from cgh.config import Config, config_from_dict
 from cgh.data.normalization import IMAGENET, dataset_normalization
 from cgh.errors import CheckpointError
 from cgh.heads import HypercolumnHead, stack_hypercolumn
@@ -201,6 +201,34 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
     model = PretrainedBackbone(backbone, head, hyper_kw.get("layers", ("layer3", "layer4")),
                                hyper_kw.get("resize", "bilinear"), hyper_kw.get("target", "last"), info,
                                mean=mean, std=std, image_size=info.get("image_size"))
+    return model.to(map_location).eval()
+
+
+def random_init_backbone(cfg: Config, seed: int | None = None, map_location: str | torch.device = "cpu"
+                         ) -> PretrainedBackbone:
+    """The encoder a ``cgh pretrain`` run of ``cfg`` starts from, bit for bit, as a ``PretrainedBackbone``: the
+    baseline every self-supervised result is read against (``--random-init`` of the evaluation commands, the demo's
+    "random init" row, the kNN monitor's epoch 0).
+
+    ``cgh.train.prepare_run`` seeds torch with ``cfg.seed`` and then builds the method, whose student backbone is
+    built first; so does this (``seed`` instead of cfg.seed when given), keeping the student's backbone and, for
+    CGH, its hypercolumn head, with plain BN in eval mode. The global RNG state is left as it was. The BN running
+    statistics are those of initialisation (mean 0, variance 1) and stay so: evaluation runs in eval mode, which
+    reads them and never updates them (a run with lr near 0 is no substitute: its BN statistics move)."""
+    from cgh.methods import build_method
+
+    seed = cfg.seed if seed is None else seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = build_method(cfg).student
+    m = cfg.method
+    head = convert_split_bn(student.hyper) if student.hyper is not None else None
+    info = {"path": "(random initialisation)", "format": "random-init", "method": m.name, "arch": cfg.model.arch,
+            "stem": cfg.model.stem, "width": cfg.model.width, "epoch": 0, "step": 0, "seed": seed,
+            "which": "student", "image_size": cfg.data.image_size}
+    model = PretrainedBackbone(convert_split_bn(student.backbone), head, tuple(m.hyper_layers), m.hyper_resize,
+                               m.hyper_target, info, *dataset_normalization(cfg.data),
+                               image_size=cfg.data.image_size)
     return model.to(map_location).eval()
 
 

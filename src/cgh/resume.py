@@ -21,6 +21,7 @@ from cgh.config import Config, config_from_dict
 from cgh.data.configured import saved_folder_splits
 from cgh.errors import CheckpointError, ConfigError
 from cgh.methods import teacher_view
+from cgh.wording import counted
 
 
 def save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epoch: int, epoch_step: int, step: int,
@@ -37,9 +38,9 @@ def save(ckpt_dir: Path, method: nn.Module, optimizer, scaler, cfg: Config, epoc
     if main:
         ckpt = {
             "format": FORMAT, "version": VERSION, "cgh_version": __version__, "config": cfg.to_dict(),
-            "method": cfg.method.name, "arch": cfg.model.arch, "epoch": epoch, "epoch_step": epoch_step,
-            "step": step, "world_size": world, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "rng": states, "metrics": metrics,
+            "config_sources": list(cfg.sources), "method": cfg.method.name, "arch": cfg.model.arch, "epoch": epoch,
+            "epoch_step": epoch_step, "step": step, "world_size": world, "model": method.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": states, "metrics": metrics,
             "epoch_partial": partial, **(extra or {}),
         }
         if keep:  # the numbered copy first: a run killed before last.pt is renamed redoes this epoch end, and both
@@ -94,6 +95,7 @@ def resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) 
     cfg = config_from_dict(ckpt["config"], origin=str(path))
     cfg.data.folder_splits = saved_folder_splits(ckpt["config"])
     saved, new = _flat(cfg.to_dict()), _flat(given.to_dict())
+    changed = []
     for key, value in new.items():
         if value == saved.get(key) or key in ("preset", "recipe") or (key == "out_dir" and not value):
             continue
@@ -106,15 +108,19 @@ def resumed_config(ckpt: dict[str, Any], given: Config, path: Path, main: bool) 
                               f"keys that may change: {', '.join(RESUME_SAFE + ('optim.epochs',))}")
         if key == "optim.epochs" and (value < ckpt["epoch"] or (value == ckpt["epoch"] and ckpt.get("epoch_step"))):
             # the loop would run no step and print "done": say that the run is past this end, and what to do
-            done = f"{ckpt['epoch']} epochs" + (" and part of the next" if ckpt.get("epoch_step") else "")
+            done = counted(ckpt["epoch"], "epoch") + (" and part of the next" if ckpt.get("epoch_step") else "")
             raise ConfigError(f"cannot resume with optim.epochs={value}: {path} has already run {done} "
-                              f"({ckpt['step']} steps), past that end; to train further give optim.epochs above "
-                              f"{ckpt['epoch']} (the run's own is {saved[key]}), or evaluate the checkpoint as it is "
-                              f"(cgh knn {path})")
+                              f"({counted(ckpt['step'], 'step')}), past that end; to train further give optim.epochs "
+                              f"above {ckpt['epoch']} (the run's own is {saved[key]}), or evaluate the checkpoint as "
+                              f"it is (cgh knn {path})")
         _set(cfg, key, value)
+        changed.append(f"{key}={value}")
         if main and key == "optim.epochs":
             print(f"note: optim.epochs changed on resume ({saved[key]} -> {value}): the lr schedule changes",
                   flush=True)
+    # the header of the run's config.yaml: where the first start's values came from, then this resume
+    cfg.sources = (*ckpt.get("config_sources", ()), f"resumed from  {path}" + (f": {' '.join(changed)}" if changed
+                                                                                 else ""))
     return cfg
 
 

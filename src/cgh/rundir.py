@@ -24,6 +24,7 @@ import torch
 from cgh import dist
 from cgh.config import Config
 from cgh.errors import ConfigError
+from cgh.wording import counted
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -51,8 +52,8 @@ def drop_records_after(path: Path, step: int) -> None:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text("".join(kept), encoding="utf-8")
         os.replace(tmp, path)
-        print(f"note: {path}: dropped {dropped} record(s) logged after the checkpoint's step {step} (those steps "
-              f"run again)", flush=True)
+        print(f"note: {path}: dropped {counted(dropped, 'record')} logged after the checkpoint's step {step} (those "
+              f"steps run again)", flush=True)
 
 
 class MetricsLog:

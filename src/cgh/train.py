@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import socket
 import sys
 import time
@@ -31,13 +30,13 @@ from cgh import dist, resume
 from cgh.augment import build_augment
 from cgh.checkpoint import check_compatible, load_checkpoint, remove_stale_temporaries
 from cgh.config import Config, resolve_bn_mode, to_yaml
-from cgh.console import duration, elapsed_and_eta, epoch_line, print_banner, progress_bar, run_banner, warmup_warning
+from cgh.console import elapsed_and_eta, epoch_line, print_banner, print_end, progress_bar, run_banner, warmup_warning
 from cgh.data import build_pretrain_loader, open_split, source_options  # noqa: F401 - source_options: old path
 from cgh.diagnostics import CollapseWatch, is_diagnostic
 from cgh.errors import ConfigError
 from cgh.loggers import open_sinks
 from cgh.methods import build_method, teacher_view
-from cgh.monitor import knn_monitor
+from cgh.monitor import knn_below_start, knn_monitor
 from cgh.online_probe import ProbeMonitor, probe_off_reason
 from cgh.resume import RESUME_SAFE, find_checkpoint  # noqa: F401 - re-exported
 from cgh.run import EpochMeter, NonFiniteLossError, Run, RunResult  # noqa: F401 - re-exported
@@ -45,6 +44,7 @@ from cgh.rundir import MetricsLog, StopSignal, default_run_dir, drop_records_aft
 from cgh.runtime import autocast, resolve_amp, resolve_device
 from cgh.schedule import lr_at, momentum_at, param_groups
 from cgh.views import pretrain_views
+from cgh.wording import counted
 
 EXIT_COLLAPSED = 3  # `cgh pretrain`'s exit status when train.stop_on_collapse stopped the run
 EXIT_REQUEUE = 75  # ... when SIGUSR1 (a time limit ahead) stopped it with a checkpoint: EX_TEMPFAIL, requeue me
@@ -274,7 +274,7 @@ def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int
     if bad_files:
         record["bad_files"] = len(bad_files)
         if run.main:
-            print(f"epoch {epoch + 1}: skipped {len(bad_files)} corrupt image(s), e.g. {bad_files[:3]}",
+            print(f"epoch {epoch + 1}: skipped {counted(len(bad_files), 'corrupt image')}, e.g. {bad_files[:3]}",
                   file=sys.stderr, flush=True)
     if not complete:
         run.log.write(record)
@@ -300,7 +300,7 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     checkpoint path. Returns where the run ended; raises ConfigError / DataError / CheckpointError on bad input."""
     run = prepare_run(cfg, resume, overwrite)
     if run.monitor and run.step == 0:
-        acc = run.metrics["knn_top1"] = run.monitor(run.method.student)  # epoch 0: the random encoder
+        acc = run.metrics["knn_top1"] = run.metrics["knn_init"] = run.monitor(run.method.student)  # the random init
         run.log.write({"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": acc})
         if run.main:
             print(f"epoch 0: kNN top-1 {acc:.2f}% (random init)", flush=True)
@@ -319,29 +319,12 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
         run.log.close()
         raise
     if run.main:
-        where = run.ckpt_dir / "last.pt"
-        if status == "stopped" and run.stop.signum == signal.SIGUSR1:
-            print(f"stopped by SIGUSR1 (a time limit ahead) at step {run.step}; checkpoint {where}; requeue the "
-                  f"same command with --resume auto (exit status {EXIT_REQUEUE})", flush=True)
-        elif status == "stopped":
-            name = signal.Signals(run.stop.signum).name if run.stop.signum else "a signal on another process"
-            print(f"stopped by {name} at step {run.step}; checkpoint {where}; continue with: "
-                  f"cgh pretrain --resume {run.run_dir}", flush=True)
-        elif status == "collapsed":
-            print(f"stopped at step {run.step} because the features collapsed (train.stop_on_collapse); "
-                  f"checkpoint {where}", flush=True)
-        elif run.step == first_step and run.step >= run.stop_step:  # resumed at its end: no step to run
-            end = (f"train.max_steps = {run.cfg.train.max_steps}" if run.stop_step < run.total_steps else
-                   f"the end of its optim.epochs = {run.cfg.optim.epochs}")
-            longer = "train.max_steps" if run.stop_step < run.total_steps else "optim.epochs"
-            print(f"nothing to do: {run.run_dir} is already at step {run.step}, {end}; to train further resume with a "
-                  f"larger {longer} (cgh pretrain --resume {run.run_dir} {longer}=N); checkpoint {where}", flush=True)
-        else:
-            print(f"done: {run.step} steps in {duration(time.time() - run.began[0])}, checkpoint {where}", flush=True)
-            warning = warmup_warning(run.cfg, run.method.warmup_steps, run.step, run.steps_per_epoch, ended=True)
-            if warning:
-                print(warning, file=sys.stderr, flush=True)
-        run.log.write({"kind": "end", "status": status, "step": run.step, "time": time.time(), **run.metrics})
+        print_end(run, status, first_step, EXIT_REQUEUE)
+        note = knn_below_start(run.metrics, run.run_dir)  # one line, not a collapse warning
+        if note:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        run.log.write({"kind": "end", "status": status, "step": run.step, "time": time.time(), **run.metrics,
+                       **({"notes": [note]} if note else {})})
     run.log.close()
     dist.barrier()
     return RunResult(run.run_dir, run.step // run.steps_per_epoch, run.step, status, run.metrics, run.stop.signum)

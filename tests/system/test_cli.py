@@ -66,7 +66,7 @@ def test_a_folder_of_photographs_as_people_keep_them(tmp_path):
         protocol = json.loads(proc.stdout)["protocol"]
         assert (protocol["train_split"], protocol["test_split"], protocol["num_classes"]) == ("train", "val", 5)
         assert protocol["skipped_files"] == {"folder:train": [broken[0]], "folder:val": [broken[1]]}
-        assert f"undecodable image(s) of folder:val (data.corrupt=skip; error stops instead): {broken[1]}" in \
+        assert f"1 undecodable image of folder:val (data.corrupt=skip; error stops instead): {broken[1]}" in \
             proc.stderr
 def test_an_option_between_the_preset_and_the_overrides_in_the_process(tmp_path):
     """The issue's command, `cgh pretrain demo --overwrite out_dir=runs/x optim.epochs=2`, as a process (with

@@ -16,7 +16,7 @@ from cgh.checkpoint import load_checkpoint, load_file
 from cgh.cli import main
 from cgh.errors import CheckpointError
 from cgh.pretrained import load_backbone
-from tests.helpers import RunsPython, RunsShell
+from tests.helpers import RunsPython, RunsShell, one_error_line
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,3 +89,35 @@ def test_truncated_checkpoint_is_named_at_every_cut(tmp_path, one_step_runs, cap
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and str(path) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_detectron2_export_is_named_for_what_it_is(tmp_path, one_step_runs, capsys):
+    """`cgh knn r18.pkl` on cgh's own detectron2 export said "truncated or not a PyTorch file (Unsupported operand
+    149)": it names the file a detectron2 weight pickle and says what to evaluate instead."""
+    import pickle
+
+    import numpy as np
+
+    run = one_step_runs["cgh"]
+    out = tmp_path / "r18.pkl"
+    assert main(["export", str(run), "--format", "detectron2", "--out", str(out)]) == 0
+    moco = tmp_path / "moco.pkl"  # MoCo's converter: numpy's own array pickling, protocol 2, its own author
+    with open(moco, "wb") as f:
+        pickle.dump({"model": {"stem.conv1.weight": np.zeros((8, 3, 3, 3), np.float32),
+                               "res2.0.conv1.weight": np.zeros((8, 8, 3, 3), np.float32)},
+                     "__author__": "MOCO", "matching_heuristics": True}, f, protocol=2)
+    for path, what in ((out, "written by cgh export --format detectron2, 100 arrays"),
+                       (moco, "__author__ 'MOCO', 2 arrays")):
+        for argv in (["knn", str(path)], ["linear", str(path), "--dataset", "synthetic"],
+                     ["pretrain", "--resume", str(path)]):
+            capsys.readouterr()
+            assert main(argv) == 2, argv
+            err = one_error_line(capsys.readouterr().err).strip()
+            assert err == (f"error: {path} is a detectron2 weight pickle ({what} named stem.*, res2.* .. res5.*): "
+                           f"detectron2 reads it, cgh does not. Evaluate the cgh checkpoint it was exported from "
+                           f"(runs/x/checkpoints/last.pt, or the run directory runs/x), or a torchvision export of it "
+                           f"(cgh export CHECKPOINT --format torchvision --out r.pth; then --dataset)"), err
+    other = tmp_path / "other.pkl"  # a pickle of something else keeps the generic message
+    other.write_bytes(pickle.dumps({"weights": [1, 2, 3]}, protocol=2))
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch file"):
+        load_file(other)

@@ -222,3 +222,149 @@ def test_load_config_errors_from_python_do_not_blame_the_command_line():
     assert str(info.value) == "overrides: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"
     with pytest.raises(ConfigError, match=r"^my notebook: optim\.epochs = 'ten': expected an integer$"):
         load_config(None, ["optim.epochs=ten"], origin="my notebook")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Numbers as people write them (issue 23 item 1): 1e-4 is a string to YAML 1.1, on the command line and in a file
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def numeric_keys(obj=None, prefix=""):
+    """(dotted key, type) of every int, float, list[int] and list[float] field of the Config dataclasses."""
+    import dataclasses
+    import typing
+
+    obj = obj or Config()
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(value):
+            yield from numeric_keys(value, f"{prefix}{f.name}.")
+        elif hint in (int, float) or typing.get_args(hint) in ((int,), (float,)):
+            yield f"{prefix}{f.name}", hint
+
+
+FLOAT_SPELLINGS = {"1e-4": 1e-4, "3E-2": 0.03, ".5": 0.5, "5.": 5.0, "1_000": 1000.0, "-2e-3": -0.002,
+                   "1.0e-4": 1e-4, "+1e+3": 1000.0, "2": 2.0}
+INT_SPELLINGS = {"1_000": 1000, "1e3": 1000, "3E2": 300, "1.0e3": 1000, "-2": -2, "+7": 7, "12.": 12}
+
+
+def _get(cfg, key):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _as_yaml(key, raw):
+    *sections, leaf = key.split(".")
+    return "".join(f"{'  ' * i}{s}:\n" for i, s in enumerate(sections)) + f"{'  ' * len(sections)}{leaf}: {raw}\n"
+
+
+def test_every_numeric_key_takes_every_spelling_on_the_command_line_and_in_yaml(tmp_path):
+    """`cgh pretrain demo optim.weight_decay=1e-4` said "expected a number": every int and float key, and every
+    element of a list of them, takes 1e-4, 3E-2, .5, 1_000, -2e-3 ... and an int key stays an int."""
+    import typing
+
+    keys = dict(numeric_keys())
+    assert {"optim.lr", "optim.weight_decay", "optim.epochs", "method.queue_size", "aug.jitter", "optim.milestones",
+            "seed"} <= set(keys) and len(keys) > 40
+    path = tmp_path / "c.yaml"
+    for key, hint in keys.items():
+        item = (typing.get_args(hint) or (hint,))[0]
+        listed = typing.get_origin(hint) is list
+        for raw, want in (FLOAT_SPELLINGS if item is float else INT_SPELLINGS).items():
+            for spelt in ([raw, f"[{raw}, {raw}]"] if listed else [raw]):
+                expected = [want, want] if spelt.startswith("[") else [want] if listed else want
+                got = _get(load_config(None, [f"{key}={spelt}"]), key)
+                assert got == expected and type(got) is type(expected), (key, spelt, got)
+                if listed:
+                    assert all(type(v) is item for v in got), (key, spelt, got)
+                path.write_text(_as_yaml(key, spelt))
+                assert _get(load_config(str(path)), key) == expected, (key, spelt, "yaml")
+        if item is int:
+            with pytest.raises(ConfigError, match=rf"^overrides: {re.escape(key)}(\[0\])? = '1e-4': expected an "
+                                                  rf"integer \(1e-4 is 0\.0001\)$"):
+                load_config(None, [f"{key}=1e-4"])
+        for word in ("nan", "1e", "e5", "1e-4x", "."):
+            with pytest.raises(ConfigError, match="expected an integer|expected a number"):
+                load_config(None, [f"{key}={word}"])
+
+
+def test_pretrain_print_config_reads_1e_minus_4(capsys):
+    assert main(["pretrain", "demo", "optim.weight_decay=1e-4", "optim.lr=3e-2", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "  weight_decay: 0.0001\n" in out and "  lr: 0.03\n" in out
+    assert main(["pretrain", "demo", "optim.epochs=1e-4"]) == 2
+    assert one_error_line(capsys.readouterr().err).rstrip() == ("error: command line: optim.epochs = '1e-4': "
+                                                                "expected an integer (1e-4 is 0.0001)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A YAML file built on a preset (issue 23 item 2): `preset: demo` was recorded and ignored
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_yaml_file_starts_from_the_preset_it_names(tmp_path, capsys):
+    path = tmp_path / "my.yaml"
+    path.write_text("preset: demo\noptim:\n  lr: 3e-2\nmodel:\n  width: 16\n")
+    cfg = load_config(str(path))
+    assert cfg.to_dict() == load_config("demo", ["optim.lr=0.03", "model.width=16"]).to_dict()
+    assert (cfg.model.arch, cfg.data.image_size, cfg.optim.batch_size, cfg.preset) == ("resnet18", 32, 64, "demo")
+    # the command line on top of the file; the resolved config says what came from where, and loads as it is
+    assert main(["pretrain", str(path), "optim.epochs=3", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:5] == [
+        "# Resolved config (it loads as it is); built from, later lines overriding earlier ones:",
+        "#   defaults      cgh.config_sections", "#   preset        demo",
+        f"#   file          {path}: optim.lr, model.width", "#   command line  optim.epochs=3"]
+    (tmp_path / "resolved.yaml").write_text(out)
+    again = load_config(str(tmp_path / "resolved.yaml"))
+    assert again.to_dict() == load_config("demo", ["optim.lr=0.03", "model.width=16", "optim.epochs=3"]).to_dict()
+
+
+def test_a_yaml_file_on_a_preset_takes_the_presets_recipe_for_its_method(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text("preset: cifar10\nmethod:\n  name: mocov2\noptim:\n  epochs: 10\n")
+    want = load_config("cifar10", ["method.name=mocov2", "optim.epochs=10"])
+    assert load_config(str(path)).to_dict() == want.to_dict()
+    assert load_config(str(path)).sources[1] == "preset        cifar10 with its recipes.mocov2"
+    assert load_config(str(path), ["method.name=ressl"]).to_dict() == load_config(
+        "cifar10", ["method.name=ressl", "optim.epochs=10"]).to_dict()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("preset: demoo\n", r"my\.yaml: preset = 'demoo': expected the name of a preset to start from \(not a file\), "
+                        r"one of cifar10, .*demo.* \(did you mean 'demo'\?\)$"),
+    ("preset: other.yaml\n", r"preset = 'other\.yaml': expected the name of a preset"),
+    ("preset: demo\noptimizer:\n  lr: 0.1\n", r"my\.yaml: unknown config key 'optimizer' \(did you mean 'optim'\?\)$"),
+    ("preset: demo\noptim:\n  lrr: 0.1\n", r"my\.yaml: unknown config key 'optim\.lrr'"),
+])
+def test_a_yaml_files_preset_and_keys_are_checked(tmp_path, capsys, text, message):
+    path = tmp_path / "my.yaml"
+    path.write_text(text)
+    assert main(["pretrain", str(path), "--print-config"]) == 2
+    err = one_error_line(capsys.readouterr().err).strip()
+    assert re.search(message, err), err
+
+
+def test_preset_is_not_an_override(capsys):
+    assert main(["pretrain", "demo", "preset=cifar10", "--print-config"]) == 2
+    assert "a config starts from a preset given as CONFIG" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_run_directorys_config_says_where_its_values_came_from(tmp_path, capsys):
+    from tests.helpers import TINY
+
+    path, run = tmp_path / "my.yaml", tmp_path / "run"
+    path.write_text("preset: cifar10\noptim:\n  epochs: 2\n")
+    assert main(["pretrain", str(path), *TINY, "train.max_steps=1", f"out_dir={run}"]) == 0
+    header = [x for x in (run / "config.yaml").read_text().splitlines() if x.startswith("#")]
+    assert header[2:4] == ["#   preset        cifar10", f"#   file          {path}: optim.epochs"]
+    assert header[4].startswith("#   command line  data.name=synthetic")
+    assert main(["pretrain", "--resume", str(run), "train.max_steps=2"]) == 0
+    header2 = [x for x in (run / "config.yaml").read_text().splitlines() if x.startswith("#")]
+    assert header2[:-1] == header
+    assert header2[-1] == f"#   resumed from  {run / 'checkpoints' / 'last.pt'}: train.max_steps=2"
+    assert load_config(str(run / "config.yaml")).train.max_steps == 2
+    capsys.readouterr()

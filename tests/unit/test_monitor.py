@@ -37,11 +37,11 @@ def test_train_and_val_folders_are_the_splits_and_a_corrupt_jpeg_is_left_out(tmp
     out, err = capsys.readouterr()
     assert "pretraining cgh on folder:train (30 images)" in out
     assert f"  data       folder:train (30 images, 5 classes, {photos / 'train'})\n" in out
-    assert ("  kNN        bank folder:train (30 images, 5 classes), test folder:val (16 images, 5 classes), every 1 "
-            "epoch(s)\n") in out
+    assert ("  kNN        bank folder:train (30 images, 5 classes), test folder:val (16 images, 5 classes), every "
+            "epoch\n") in out
     assert re.search(r"epoch 0: kNN top-1 \d+\.\d+% \(random init\)", out) and "kNN top-1" in out.splitlines()[-2]
     # the monitor honours data.corrupt=skip (the default) as pretraining does: one note, naming the file
-    assert (f"note: the kNN monitor left out 1 undecodable image(s) (data.corrupt=skip), e.g. {broken}\n") in err
+    assert (f"note: the kNN monitor left out 1 undecodable image (data.corrupt=skip), e.g. {broken}\n") in err
     assert err.count("left out") == 1  # once, not at every epoch
     assert start_record(tmp_path / "run")["knn"].startswith("bank folder:train (30 images")
 
@@ -78,7 +78,7 @@ def test_without_labels_or_a_held_out_split_the_monitor_is_off_with_one_line(tmp
     assert len(lines) == 1 and lines[0].startswith(f"{expected[0]}: the kNN monitor is off: {expected[1]}; "), err
     assert f"  kNN        off: {expected[1]}\n" in out and "kNN top-1" not in out
     assert len([line for line in err.splitlines() if "online probe is off" in line]) == 1  # the probe, likewise
-    assert "done: 1 steps" in out  # 20 images, batch 16
+    assert "done: 1 step in " in out  # 20 images, batch 16
 
 
 def test_a_folder_read_as_classes_on_request(tmp_path, capsys):
@@ -90,3 +90,30 @@ def test_a_folder_read_as_classes_on_request(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "on folder:train (30 images)" in out and f"folder:train (30 images, 2 classes, {photos})" in out
     assert "warning: the kNN monitor is off: its test split folder:test is the same images" in err
+
+
+@pytest.mark.parametrize("values, below", [((40.0, 35.0, 30.0), True), ((30.0, 35.0, 40.0), False),
+                                           ((30.0, 50.0, 30.0), False)])
+def test_a_run_whose_knn_ends_below_its_random_init_says_so(tmp_path, capsys, monkeypatch, values, below):
+    """Every method of a short run on a folder of photographs ended below its random-init kNN, and nothing in the run
+    said so. Now one note at the end (not a collapse warning), and the end record of metrics.jsonl carries it. The
+    monitor's values are set here (epoch 0, 1, 2), so that the test does not hang on a trained number."""
+    from cgh.monitor import KnnMonitor
+
+    photos = tmp_path / "photos"
+    photo_folder(photos)
+    given = iter(values)
+    monkeypatch.setattr(KnnMonitor, "__call__", lambda self, encoder: next(given))
+    run = tmp_path / "run"
+    assert pretrain(photos, run, "optim.epochs=2") == 0  # 30 images, batch 16: one step an epoch
+    out, err = capsys.readouterr()
+    end = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert end["kind"] == "end" and end["knn_init"] == values[0] and end["knn_top1"] == values[-1]
+    note = (f"the kNN monitor ended at {values[-1]:.2f}% top-1, below the {values[0]:.2f}% of the random "
+            f"initialisation (epoch 0): for kNN this run made the features worse. A linear probe may still gain: "
+            f"compare `cgh linear {run}` with `cgh linear {run} --random-init` (not a collapse warning)")
+    if below:
+        assert end["notes"] == [note] and f"note: {note}\n" in err and err.count("below the") == 1
+        assert "collapse" not in err.replace("(not a collapse warning)", "")
+    else:
+        assert "notes" not in end and "below the" not in err

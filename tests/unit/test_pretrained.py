@@ -1,5 +1,7 @@
 """cgh.load_backbone on every accepted format, and its errors."""
 
+import re
+
 import pytest
 import torch
 
@@ -483,3 +485,109 @@ def test_wrong_images_are_a_value_error_saying_what_to_pass(tmp_path, images, me
     torch.save(ResNet("resnet18", num_classes=0).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(ValueError, match=message):
         load_backbone(tmp_path / "r18.pth").global_features(images)
+
+
+# ---- the random-init baseline (issue 23 item 3) ----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_random_init_backbone_is_the_runs_initial_encoder(tmp_path):
+    """prepare_run seeds torch with cfg.seed and builds the method; random_init_backbone draws the same student
+    backbone and hypercolumn head, bit for bit, and leaves the global RNG where it was."""
+    from cgh.pretrained import random_init_backbone
+    from cgh.train import prepare_run
+
+    cfg = tiny_config(tmp_path / "run", "seed=7")
+    run = prepare_run(cfg)
+    run.log.close()
+    state = torch.random.get_rng_state()
+    model = random_init_backbone(tiny_config(tmp_path / "other", "seed=7"))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for ours, theirs in ((model.backbone, run.method.student.backbone), (model.hyper_head, run.method.student.hyper)):
+        a, b = ours.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert model.info["format"] == "random-init" and model.info["seed"] == 7 and not model.training
+    other = random_init_backbone(cfg, seed=8).backbone.state_dict()
+    assert not torch.equal(other["conv1.weight"], model.backbone.state_dict()["conv1.weight"])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_knn_random_init_is_the_demos_and_the_monitors_epoch_0(tmp_path, capsys):
+    """`cgh knn CKPT --random-init --json` gives the number the demo reports for its seed's random init and the run's
+    epoch-0 kNN monitor value; the BN statistics of the random encoder are not moved by the evaluation."""
+    import json
+
+    from cgh.cli import main
+    from cgh.demo import Encoder, demo_config, evaluate_encoder, method_config
+    from cgh.evaluate.features import extract_features
+    from cgh.pretrained import random_init_backbone
+
+    cfg = demo_config(True, 1, ["data.synthetic_size=256", "data.synthetic_test_size=128", "train.max_steps=1",
+                                "train.progress=false", "method.queue_size=128"])
+    run_dir = tmp_path / "cgh"
+    pretrain(method_config(cfg, "cgh", run_dir))
+    epoch0 = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][1]
+    assert epoch0["epoch"] == 0 and "knn_top1" in epoch0
+    capsys.readouterr()
+    k = cfg.train.knn_k
+    assert main(["knn", str(run_dir), "--random-init", "--json", "--k", str(k), "--temperature",
+                 str(cfg.train.knn_t)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["protocol"]["random_init"] is True and out["protocol"]["init_seed"] == 1
+    assert out["protocol"]["epoch"] == 0 and out["protocol"]["checkpoint_format"] == "random-init"
+    random = Encoder("random", random_init_backbone(cfg))
+    demo = evaluate_encoder(random, *(cfg_split(cfg, s) for s in ("train", "test")), cfg, 10, log=lambda *a: None)
+    assert out["metrics"][str(k)]["top1"] == demo["knn_top1"] == epoch0["knn_top1"]
+    # the trained weights give another number, and --init-seed another initialisation
+    assert main(["knn", str(run_dir), "--json", "--k", str(k)]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"]["random_init"] is False
+    assert main(["knn", str(run_dir), "--random-init", "--init-seed", "2", "--k", str(k)]) == 0
+    assert "random init (seed 2) of cgh resnet18" in capsys.readouterr().out
+    # evaluation in eval mode reads the BN statistics of initialisation and leaves them
+    model = random_init_backbone(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    extract_features(model, cfg_split(cfg, "test"), "global", image_size=32, mean=model.mean, std=model.std)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def cfg_split(cfg, split):
+    from cgh.data import open_split
+
+    return open_split(cfg, split)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("command, extra", [("linear", ["--epochs", "2"]), ("cluster", []),
+                                            ("knn", ["--k", "5"])])
+def test_evaluation_commands_take_random_init_from_a_checkpoint_or_a_preset(one_step_runs, capsys, command, extra):
+    import json
+
+    from cgh.cli import main
+
+    small = ["--data-option", "synthetic_size=64", "--data-option", "synthetic_test_size=32"]
+    assert main([command, str(one_step_runs["cgh"]), "--random-init", "--json", *extra]) == 0
+    p = json.loads(capsys.readouterr().out)["protocol"]
+    assert (p["random_init"], p["init_seed"], p["arch"], p["width"], p["epoch"]) == (True, 0, "resnet18", 8, 0)
+    assert main([command, "--random-init", "--preset", "demo", "--init-seed", "3", *small, *extra]) == 0
+    assert "random init (seed 3) of cgh resnet18" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["knn"], r"give a checkpoint \(runs/x/checkpoints/last\.pt or its run directory runs/x\), or --random-init "
+              r"--preset NAME"),
+    (["knn", "--random-init"], r"give a checkpoint"),
+    (["knn", "RUN", "--preset", "demo"], r"--preset chooses the random initialisation that --random-init "
+                                         r"evaluates; add --random-init"),
+    (["knn", "RUN", "--init-seed", "3"], r"--init-seed chooses"),
+    (["knn", "RUN", "--random-init", "--preset", "demo"], r"give a checkpoint or --preset, not both"),
+    (["knn", "--random-init", "--preset", "dem"], r"unknown preset 'dem'; presets: .* \(did you mean 'demo'\?\)"),
+    (["linear", "RUN", "--random-init", "--which", "student", "--features", "hypercolumn_head", "--epochs", "1"],
+     r"the random-init mocov2 encoder has no hypercolumn head"),
+])
+def test_random_init_errors_say_what_to_give(one_step_runs, capsys, argv, message):
+    from cgh.cli import main
+    from tests.helpers import one_error_line
+
+    argv = [str(one_step_runs["mocov2"]) if a == "RUN" else a for a in argv]
+    assert main(argv) == 2
+    assert re.search(message, one_error_line(capsys.readouterr().err))

@@ -200,7 +200,7 @@ def test_resume_drops_the_records_it_will_log_again(tmp_path, step, capsys):
     path.write_text("".join(json.dumps(r) + "\n" for r in everything) + '{"kind": "step", "ep')
     drop_records_after(path, step)
     assert path.read_text() == "".join(json.dumps(r) + "\n" for r in kept)
-    assert f"dropped {len(everything) - len(kept) + 1} record(s)" in capsys.readouterr().out
+    assert f"dropped {len(everything) - len(kept) + 1} records" in capsys.readouterr().out
     assert not list(tmp_path.glob(".*tmp*"))
 
 
@@ -298,7 +298,7 @@ def test_corrupt_images_are_skipped_counted_and_reported(tmp_path, capsys):
     result = pretrain(tiny_config(out, *FOLDER, f"data.path={data}"))
     assert result.status == "finished" and result.step == 3  # 48 images / 16: every step ran, batch size kept
     err = capsys.readouterr().err
-    line = re.search(r"epoch 1: skipped 2 corrupt image\(s\), e\.g\. .*", err)
+    line = re.search(r"epoch 1: skipped 2 corrupt images, e\.g\. .*", err)
     assert line and all(p in line.group(0) for p in bad), err
     epochs = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
     assert epochs[-1]["bad_files"] == 2

@@ -15,6 +15,7 @@ from cgh.commands.common import (
 )
 from cgh.errors import ConfigError
 from cgh.evaluate.cluster import DEFAULT_MAX_ITER, DEFAULT_N_INIT, cluster_and_score
+from cgh.wording import counted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     protocol = dict(setup.protocol, features=kind, feature_dim=int(feats.shape[1]), normalize="l2", split=source.name,
                     clusters=counts, n_init=args.n_init, max_iter=args.max_iter, seed=args.seed,
                     algorithm="sklearn KMeans (k-means++ init)", units="percent", kmeans_seconds=round(elapsed, 2))
-    what = (f"{checkpoint_label(setup.protocol)} {kind} features on {source.name} ({len(source)} images, "
-            f"{setup.num_classes} classes)")
+    what = (f"{checkpoint_label(setup.protocol)} {kind} features on {source.name} ({counted(len(source), 'image')}, "
+            f"{counted(setup.num_classes, 'class')})")
     parts = [f"k={lv['clusters']}: NMI {lv['nmi']:.2f}  AMI {lv['ami']:.2f}  ARI {lv['ari']:.2f}  "
              f"ACC {lv['acc']:.2f}" for lv in levels]
     emit(args, "cluster", metrics, protocol, f"k-means of {what}: " + "; ".join(parts) + " (%)")

@@ -28,16 +28,16 @@ from typing import Any
 import torch
 
 from cgh.augment import dataset_normalization
-from cgh.checkpoint import FORMAT, checkpoint_file
-from cgh.checkpoint_formats import read_checkpoint
+from cgh.commands.evaluated import add_checkpoint_arguments, load_evaluated, random_init_protocol
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, preset_names
 from cgh.data import open_split
 from cgh.data.configured import check_same_classes, resolve_split, saved_folder_splits, split_location
 from cgh.data.decode import eval_resize
 from cgh.errors import ConfigError, DataError
 from cgh.evaluate.features import extract_features, num_classes_of
-from cgh.pretrained import FEATURE_KINDS, PretrainedBackbone, load_backbone
+from cgh.pretrained import FEATURE_KINDS, PretrainedBackbone
 from cgh.runtime import resolve_amp, resolve_device
+from cgh.wording import counted
 
 # Datasets without a preset of their own borrow one (same image size and eval splits).
 PRESET_OF = {"imagenet100": "imagenet"}
@@ -47,21 +47,6 @@ DEFAULT_SPLITS = ("train", "auto")
 DEFAULT_BATCH_SIZE = 256
 
 
-def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    """The checkpoint, which network in it, device, precision and output format."""
-    parser.add_argument("checkpoint", help="a `cgh pretrain` checkpoint (runs/x/checkpoints/last.pt) or its run "
-                        "directory (runs/x), a torchvision-format backbone state dict (needs --dataset) or an authors' "
-                        "checkpoint")
-    parser.add_argument("--which", choices=("student", "teacher"), default="student",
-                        help="network of a cgh checkpoint to evaluate (default: the student, as the authors)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
-    parser.add_argument("--amp", choices=("auto", "none", "bf16"), default="auto",
-                        help="autocast for the frozen forward passes: auto = bf16 on a GPU that supports it")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (metrics and protocol) on stdout")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars on stderr (default: when stderr is a terminal)")
-
-
 FEATURES_HELP = ("global: pooled layer4; hypercolumn: GAP of the stacked [layer3 -> layer4 size, layer4] map; "
                  "hypercolumn_head: the trained CGH head's pooled conv-BN-ReLU")
 
@@ -69,7 +54,7 @@ FEATURES_HELP = ("global: pooled layer4; hypercolumn: GAP of the stacked [layer3
 def add_eval_arguments(parser: argparse.ArgumentParser, *, features: bool = True, protocol: str = "") -> None:
     """The flags every evaluation command shares: the checkpoint, the data and (``features``) ``--features``;
     ``protocol``: the docs anchor of the command's protocol, named in the help."""
-    add_checkpoint_arguments(parser)
+    add_checkpoint_arguments(parser, random_init=True)
     add_data_arguments(parser)
     if features:
         parser.add_argument("--features", choices=FEATURE_KINDS, default="global",
@@ -140,7 +125,7 @@ class EvalSetup:
         if not new:
             return
         known += new
-        print(f"note: left out {len(new)} undecodable image(s) of {split} (data.corrupt=skip; error stops "
+        print(f"note: left out {counted(len(new), 'undecodable image')} of {split} (data.corrupt=skip; error stops "
               f"instead): {', '.join(new[:3])}{' ...' if len(new) > 3 else ''}", file=sys.stderr, flush=True)
 
 
@@ -207,12 +192,14 @@ def require_labels(source, what: str, allow_unlabelled: bool = False) -> None:
                         f"choose a labelled split with --train-split / --test-split")
 
 
-def check_feature_kind(model: PretrainedBackbone, kind: str, path: str = "the checkpoint") -> None:
-    """ConfigError (one line on the CLI) for a feature kind the model cannot give."""
+def check_feature_kind(model: PretrainedBackbone, kind: str, path: str | None = None) -> None:
+    """ConfigError (one line on the CLI) for a feature kind the model cannot give; ``path`` names the checkpoint."""
     if kind not in FEATURE_KINDS:
         raise ConfigError(f"unknown feature kind {kind!r}; expected one of {list(FEATURE_KINDS)}")
     if kind == "hypercolumn_head" and model.hyper_head is None:
-        raise ConfigError(f"{path} has no trained hypercolumn head (only CGH checkpoints do); use --features "
+        what = (f"the random-init {model.info.get('method')} encoder has no" if model.info.get("format") ==
+                "random-init" else f"{path or model.info.get('path', 'the checkpoint')} has no trained")
+        raise ConfigError(f"{what} hypercolumn head (only CGH checkpoints do); use --features "
                           f"global or hypercolumn (the pooled [layer3, layer4] stack, any backbone)")
 
 
@@ -222,17 +209,15 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
     ``learns_from_train`` (default ``need_train``): the command fits or votes with the train split, so a test split
     holding the same images is refused (``check_held_out``)."""
     device = resolve_device(args.device)
-    path = checkpoint_file(args.checkpoint)  # a run directory: its checkpoints/last.pt
-    obj, _ = read_checkpoint(path)  # CheckpointError for a missing, empty, truncated or unsafe file
-    ckpt_config = obj.get("config") if isinstance(obj, dict) and obj.get("format") == FORMAT else None
-    del obj
-    model = load_backbone(path, which=getattr(args, "which", "student"), map_location=device)
-    cfg = eval_config(ckpt_config, args, str(path))
+    model, ckpt_config, path = load_evaluated(args, device)  # the checkpoint's network, or --random-init's
+    random_init = random_init_protocol(model, getattr(args, "preset", None))
+    cfg = eval_config(ckpt_config, args, path)
     d = cfg.data
     train_source = open_split(cfg, d.eval_train_split) if need_train else None
     test_source = open_split(cfg, d.eval_test_split) if need_test else None
-    warnings = check_held_out(cfg, ckpt_config, need_test, need_train if learns_from_train is None
-                              else learns_from_train)
+    # random initial weights have seen no image: no split is "the one they were pretrained on"
+    warnings = check_held_out(cfg, None if random_init["random_init"] else ckpt_config, need_test,
+                              need_train if learns_from_train is None else learns_from_train)
     if train_source is not None:
         require_labels(train_source, "train", allow_unlabelled=allow_unlabelled_train)
     if test_source is not None:
@@ -254,8 +239,9 @@ def resolve_eval_setup(args: argparse.Namespace, *, need_train: bool = True, nee
     amp = resolve_amp(getattr(args, "amp", "none"), device)
     info = model.info
     protocol = {
-        "checkpoint": str(path),
+        "checkpoint": None if path.startswith("preset ") else path,
         "checkpoint_format": info.get("format"),
+        **random_init,
         "which": info.get("which", "student"),
         "method": info.get("method"),
         "arch": info.get("arch"),
@@ -329,7 +315,10 @@ def emit(args: argparse.Namespace, command: str, metrics: dict[str, Any], protoc
 
 
 def checkpoint_label(protocol: dict[str, Any]) -> str:
-    """``cgh resnet18 epoch 200`` style description of the evaluated weights, for the human result line."""
+    """``cgh resnet18 epoch 200`` style description of the evaluated weights, for the human result line
+    (``random init (seed 0) of cgh resnet18`` for --random-init)."""
+    if protocol.get("random_init"):
+        return f"random init (seed {protocol['init_seed']}) of {protocol.get('method')} {protocol.get('arch')}"
     parts = [str(protocol.get("method") or protocol.get("checkpoint_format") or "backbone"), str(protocol.get("arch"))]
     if protocol.get("epoch") is not None:
         parts.append(f"epoch {protocol['epoch']}")

@@ -11,6 +11,7 @@ from cgh.checkpoint import FORMAT, checkpoint_file
 from cgh.errors import CGHError
 from cgh.export import FORMATS, default_output, export_backbone
 from cgh.pretrained import load_backbone
+from cgh.wording import counted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         who = f"{result['which']} of " if result["which"] else ""
         epoch = f", epoch {result['epoch']}" if result["epoch"] is not None else ""
         print(f"exported the {result['arch']} backbone ({who}{info.get('method') or info.get('format')}{epoch}) "
-              f"to {out}: {args.format} format, {summary['num_tensors']} tensors, "
+              f"to {out}: {args.format} format, {counted(summary['num_tensors'], 'tensor')}, "
               f"{summary['num_parameters'] / 1e6:.2f}M parameters")
     return 0

@@ -4,6 +4,7 @@ cgh.evaluate.knn)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cgh.commands.common import (
     add_eval_arguments,
@@ -39,13 +40,23 @@ def run(args: argparse.Namespace) -> int:
     device = setup.device
     results = knn_evaluate(bank.to(device), bank_labels.to(device), queries.to(device), query_labels.to(device),
                            setup.num_classes, args.k, args.temperature, args.chunk_size)
+    n = int(bank.shape[0])
     protocol = dict(setup.protocol, features=args.features, feature_dim=int(bank.shape[1]), k=list(args.k),
-                    k_effective=[min(k, int(bank.shape[0])) for k in args.k], temperature=args.temperature,
-                    bank_size=int(bank.shape[0]), normalised=True, top5_is_top=min(5, setup.num_classes))
+                    k_effective=[min(k, n) for k in args.k], temperature=args.temperature,
+                    bank_size=n, normalised=True, top5_is_top=min(5, setup.num_classes))
+    capped = [k for k in args.k if k > n]
+    if capped:  # every image of the bank votes: say so rather than report k=500 for a vote of 300
+        one = len(capped) == 1
+        note = (f"k={', '.join(map(str, capped))} {'is' if one else 'are'} more than the {n} labelled images of the "
+                f"memory bank {setup.train_source.name}: {'it votes' if one else 'each votes'} with all {n} "
+                f"(k_effective in --json); give --k up to {n}")
+        print(f"note: {note}", file=sys.stderr, flush=True)
+        protocol["notes"] = [note]
     metrics = {str(k): v for k, v in results.items()}
     p = protocol
     line = (f"kNN {p['dataset']} {p['test_split']} ({args.features} features, {checkpoint_label(p)}, "
             f"T={args.temperature}): "
-            + ", ".join(f"k={k} top-1 {v['top1']:.2f}% top-5 {v['top5']:.2f}%" for k, v in results.items()))
+            + ", ".join(f"k={k}{f' (all {n})' if k > n else ''} top-1 {v['top1']:.2f}% top-5 {v['top5']:.2f}%"
+                        for k, v in results.items()))
     emit(args, "knn", metrics, protocol, line)
     return 0

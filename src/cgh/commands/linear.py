@@ -25,6 +25,7 @@ from cgh.evaluate.linear import (
     train_linear,
     train_linear_augmented,
 )
+from cgh.wording import counted
 
 _PROTOCOL_FLAGS = ("lr", "momentum", "weight_decay", "epochs", "batch_size", "augment", "feature_norm")
 
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     )
     m = result.metrics()
     line = (f"linear probe {protocol['dataset']} {protocol['test_split']} ({kind} features, "
-            f"{checkpoint_label(protocol)}, {name} protocol, {p['epochs']} epochs): "
+            f"{checkpoint_label(protocol)}, {name} protocol, {counted(p['epochs'], 'epoch')}): "
             f"best top-1 {m['best_top1']:.2f}% top-5 {m['best_top5']:.2f}% "
             f"(epoch {m['best_epoch']}), final top-1 {m['final_top1']:.2f}% top-5 {m['final_top5']:.2f}%")
     emit(args, "linear", m, protocol, line)

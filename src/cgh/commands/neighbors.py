@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
                     seed=args.seed, bank_size=len(bank_index), similarity="cosine", out=str(out))
     found = result.to_dict()
     metrics = {"precision_at_k": found["precision_at_k"], "k": args.k, "out": str(out), "queries": found["queries"]}
-    line = (f"wrote {out}: {len(query_index)} {p['dataset']} {p['test_split']} queries x {args.k} nearest "
-            f"{p['train_split']} images ({args.features} features, {checkpoint_label(p)}): "
+    line = (f"wrote {out}: {len(query_index)} {p['dataset']} {p['test_split']} "
+            f"{'query' if len(query_index) == 1 else 'queries'} x {args.k} nearest {p['train_split']} "
+            f"{'image' if args.k == 1 else 'images'} ({args.features} features, {checkpoint_label(p)}): "
             f"precision@{args.k} {result.precision:.2f}%")
     emit(args, "neighbors", metrics, protocol, line)
     return 0

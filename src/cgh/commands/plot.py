@@ -9,6 +9,7 @@ import sys
 
 from cgh.errors import ConfigError
 from cgh.evaluate.plot import METRICS_FILE, plot_curves, read_run
+from cgh.wording import counted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     summaries = [{"label": label, **c.summary()} for c, label in zip(curves, labels, strict=True)]
     for c in curves:
         if c.skipped_lines:
-            print(f"warning: {c.path / METRICS_FILE}: skipped {c.skipped_lines} unreadable line(s)", file=sys.stderr)
+            print(f"warning: {c.path / METRICS_FILE}: skipped {counted(c.skipped_lines, 'unreadable line')}",
+                  file=sys.stderr)
     if args.json:
         print(json.dumps({"command": "plot", "out": str(out), "runs": summaries}, allow_nan=True))
         return 0
@@ -38,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
                if s["knn_points"] else "no kNN records")
         loss = f"loss {s['last_loss']:.4f}" if s["last_loss"] is not None else "no epoch loss"
         resumed = f", resumed {s['resumes']}x" if s["resumes"] else ""
-        print(f"{s['label']}: {s['epochs']:g} epochs, {knn}, {loss}{resumed}")
+        print(f"{s['label']}: {counted(float(s['epochs']), 'epoch')}, {knn}, {loss}{resumed}")
     print(f"wrote {out}")
     return 0

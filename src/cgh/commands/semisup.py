@@ -12,6 +12,7 @@ from cgh.errors import ConfigError
 from cgh.evaluate.classify import RRC_SCALE
 from cgh.evaluate.features import num_classes_of
 from cgh.evaluate.semisup import finetune, labelled_subset
+from cgh.wording import counted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
                            "fixed)",
     )
     m = result.metrics()
-    line = (f"semi-supervised {args.fraction:g} ({len(train_source)} labelled images) {protocol['dataset']} "
-            f"{protocol['test_split']} ({checkpoint_label(protocol)}, {args.epochs} epochs): best top-1 "
+    line = (f"semi-supervised {args.fraction:g} ({counted(len(train_source), 'labelled image')}) {protocol['dataset']} "
+            f"{protocol['test_split']} ({checkpoint_label(protocol)}, {counted(args.epochs, 'epoch')}): best top-1 "
             f"{m['best_top1']:.2f}% top-5 {m['best_top5']:.2f}% (epoch {m['best_epoch']}), final top-1 "
             f"{m['final_top1']:.2f}% top-5 {m['final_top5']:.2f}%")
     if main:

@@ -19,6 +19,7 @@ from cgh.commands.common import (
 from cgh.errors import ConfigError
 from cgh.evaluate.tsne import DEFAULT_NUM_CLASSES, DEFAULT_PER_CLASS, PCA_DIM, select_indices, tsne_figure
 from cgh.pretrained import FEATURE_KINDS, load_backbone
+from cgh.wording import counted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     remap = {c: j for j, c in enumerate(classes)}
     panels = [(t, f, np.vectorize(remap.__getitem__)(y)) for t, f, y in panels]
     dataset, split = setup.cfg.data.name, setup.cfg.data.eval_train_split
-    title = (f"t-SNE of {dataset} {split} features: {len(classes)} classes, {len(idx)} images "
+    title = (f"t-SNE of {dataset} {split} features: {counted(len(classes), 'class')}, {counted(len(idx), 'image')} "
              f"(perplexity {args.perplexity:g}, seed {args.seed})")
     out = tsne_figure(panels, [class_names[c] for c in classes], args.out, title=title, perplexity=args.perplexity,
                       seed=args.seed, pca_dim=args.pca_dim or None)
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     protocol.update(features=args.features, classes=classes, class_names=[class_names[c] for c in classes],
                     per_class=args.per_class, num_images=int(len(idx)), perplexity=args.perplexity,
                     pca_dim=args.pca_dim, seed=args.seed, normalize="l2", panels=infos, out=str(out))
-    line = (f"wrote {out}: t-SNE of {len(idx)} {dataset} {split} images ({len(classes)} classes), "
-            f"{len(checkpoints)} panel(s): {', '.join(i['label'] for i in infos)}")
+    line = (f"wrote {out}: t-SNE of {len(idx)} {dataset} {split} {'image' if len(idx) == 1 else 'images'} "
+            f"({counted(len(classes), 'class')}), {counted(len(checkpoints), 'panel')}: "
+            f"{', '.join(i['label'] for i in infos)}")
     emit(args, "tsne", {"out": str(out), "num_images": int(len(idx))}, protocol, line)
     return 0

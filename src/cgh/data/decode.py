@@ -105,7 +105,7 @@ class EncodedImage:
                     img.draft("RGB", (width // scale, height // scale))  # Pillow picks exactly 1/scale for this
                     applied = scale if img.size == (-(-width // scale), -(-height // scale)) else 1
                 img.load()  # Pillow decodes lazily: a truncated file fails here
-                return rgb_pixels(img), applied  # 16-bit, float and transparent images too (cgh.data.image_modes)
+                return rgb_pixels(img, self.path), applied  # 16-bit, float, transparent (cgh.data.image_modes)
         except Exception as e:
             raise _pil_error(self.path, e) from e
 

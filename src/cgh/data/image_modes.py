@@ -13,12 +13,17 @@ Pillow's ``convert("RGB")`` is right for 8-bit modes (L, P, 1, CMYK, YCbCr, ...)
 - **transparency** (``RGBA``, ``LA``, ``PA``, premultiplied ``RGBa`` / ``La``, and ``P``, ``L`` or ``RGB`` with a
   transparent colour): ``convert`` drops the alpha channel and keeps whatever colour a transparent pixel stores, which
   is usually black. Here pixels are composited on ``ALPHA_BACKGROUND`` (white), as an image viewer shows them. This
-  departs from torchvision's ``ImageFolder`` loader, which drops alpha like ``convert``.
+  departs from torchvision's ``ImageFolder`` loader, which drops alpha like ``convert``, so the first image with
+  transparent pixels that a command meets is named in a one-line note on stderr (``TRANSPARENCY_NOTE``: once per
+  command, also when loader workers meet it; ``cgh.cli`` re-arms it per command).
 
 16-bit RGB and RGBA PNGs need nothing here: Pillow opens them as 8-bit RGB / RGBA (the high byte of each sample).
 """
 
 from __future__ import annotations
+
+import mmap
+import sys
 
 import numpy as np
 from PIL import Image
@@ -26,12 +31,36 @@ from PIL import Image
 # Transparent pixels are composited on this colour (RGB, 0..255).
 ALPHA_BACKGROUND = (255, 255, 255)
 
+
+class Once:
+    """A flag shared with the loader workers this process forks (one anonymous shared page), so that a note is
+    printed once however many workers meet its cause. Workers started by 'spawn' (macOS, Windows) get a page of their
+    own: at most one note each. Two workers meeting the cause at the same instant may both print: a duplicate line,
+    never a missing one."""
+
+    def __init__(self):
+        self._page = mmap.mmap(-1, 1)
+
+    def first(self) -> bool:
+        """True the first time (and sets the flag), False after."""
+        if self._page[0]:
+            return False
+        self._page[0] = 1
+        return True
+
+    def rearm(self) -> None:
+        self._page[0] = 0
+
+
+TRANSPARENCY_NOTE = Once()
+
 _GREY_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def rgb_pixels(img: Image.Image) -> np.ndarray:
-    """The (H, W, 3) uint8 RGB pixels of a loaded Pillow image of any mode (see the module docstring)."""
+def rgb_pixels(img: Image.Image, path: str = "") -> np.ndarray:
+    """The (H, W, 3) uint8 RGB pixels of a loaded Pillow image of any mode (see the module docstring); ``path``
+    names the file in the note about transparent pixels."""
     if img.mode in _GREY_16:
         grey = np.rint(np.clip(np.asarray(img, dtype=np.float64), 0, 65535) / 257.0).astype(np.uint8)  # (H, W)
         return np.repeat(grey[:, :, None], 3, axis=2)
@@ -44,6 +73,10 @@ def rgb_pixels(img: Image.Image) -> np.ndarray:
         rgba = np.asarray(img.convert("RGBA"), dtype=np.uint32)  # (H, W, 4)
         alpha = rgba[:, :, 3:]
         background = np.asarray(ALPHA_BACKGROUND, dtype=np.uint32)
+        if (alpha < 255).any() and TRANSPARENCY_NOTE.first():
+            print(f"note: {path or 'an image'} has transparent pixels: they are composited on white (RGB "
+                  f"{ALPHA_BACKGROUND}), as a viewer shows them (torchvision's ImageFolder keeps their stored colour, "
+                  f"often black); noted once, for the first such image", file=sys.stderr, flush=True)
         # rgb * a + background * (1 - a), in integers rounded to nearest: exact for a = 0 and a = 255
         return ((rgba[:, :, :3] * alpha + background * (255 - alpha) + 127) // 255).astype(np.uint8)
     return np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)

@@ -175,12 +175,22 @@ def read_run(path: str | os.PathLike, name: str | None = None) -> RunCurves:
 def plot_curves(runs: list[RunCurves | str | os.PathLike], path: str | os.PathLike, *,
                 labels: list[str] | None = None, title: str | None = None, terms: bool = False) -> Path:
     """Write a PNG with two panels, kNN top-1 (%) and loss against epoch, one colour per run, and a second row with
-    the collapse diagnostics when any run logged them (module docstring).
+    the collapse diagnostics when any run logged them (module docstring; the figure is ``curves_figure``'s).
 
     runs: ``RunCurves`` or run directories. labels: legend entries (default: method + run directory name).
     terms: also draw each run's loss terms (hyper, csist, nce, relation) as thinner lines, one style per term.
     A run without kNN records is still drawn in the loss panel (and the kNN panel says which runs had none).
     """
+    fig = curves_figure(runs, labels=labels, title=title, terms=terms)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def curves_figure(runs: list[RunCurves | str | os.PathLike], *, labels: list[str] | None = None,
+                  title: str | None = None, terms: bool = False):
+    """The matplotlib Figure that ``plot_curves`` writes (same arguments, without the path)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state; Figure.savefig renders with Agg
     from matplotlib.ticker import MaxNLocator
 
@@ -218,31 +228,34 @@ def plot_curves(runs: list[RunCurves | str | os.PathLike], path: str | os.PathLi
     for ax in (ax_knn, ax_loss):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs; fractional points (interrupted) still drawn
         ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
-    if no_knn:
-        ax_knn.text(0.5, 0.02 if len(no_knn) < len(curves) else 0.5,
-                    "no kNN records in: " + ", ".join(no_knn), transform=ax_knn.transAxes, ha="center",
-                    va="bottom" if len(no_knn) < len(curves) else "center", fontsize=8, color="0.35", wrap=True)
-    if not any(r.loss for r in curves):
-        ax_loss.text(0.5, 0.5, "no epoch records yet", transform=ax_loss.transAxes, ha="center", va="center",
-                     color="0.35")
+    _legend(ax_knn, ax_knn.get_legend_handles_labels()[0],
+            ["no kNN records in: " + ", ".join(no_knn)] if no_knn else [])
+    _legend(ax_loss, ax_loss.get_legend_handles_labels()[0],
+            [] if any(r.loss for r in curves) else ["no epoch records yet"])
     if diagnosed:
         for ax in (ax_knn, ax_loss):
             ax.set_xlabel("")  # the shared epoch axis is labelled under the bottom row
         _draw_diagnostics(ax_std, ax_ent, curves, labels, colours)
     datasets = sorted({r.dataset.split(" (")[0] for r in curves if r.dataset})
     fig.suptitle(title or "Training progress" + (f" on {', '.join(datasets)}" if datasets else ""))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return fig
 
 
-def _note(ax, text: str, y: float) -> None:
-    """A grey note across a panel at height y (axes fraction: 0.5 when it is the panel's only content)."""
-    va = "bottom" if y < 0.5 else "top" if y > 0.5 else "center"
-    ax.text(0.5, y, text, transform=ax.transAxes, ha="center", va=va, fontsize=8, color="0.35", wrap=True)
+def _legend(ax, handles: list, notes: list[str]) -> None:
+    """The panel's legend, its ``notes`` (which runs lack what) as grey entries of their own at its end: a note
+    drawn in the panel could lie under the legend, which loc="best" places wherever the curves leave room (it hid
+    "no teacher relation target in: mocov2"). A panel without a legend shows its notes in its middle instead."""
+    from matplotlib.lines import Line2D
+
+    if not handles:
+        if notes:
+            ax.text(0.5, 0.5, "\n".join(notes), transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                    color="0.35", wrap=True)
+        return
+    blank = [Line2D([], [], linestyle="none", label=note) for note in notes]  # a label without a line
+    legend = ax.legend(handles=[*handles, *blank], fontsize=8, loc="best")
+    for text in legend.get_texts()[len(handles):]:
+        text.set_color("0.35")
 
 
 def _draw_diagnostics(ax_std, ax_ent, curves: list[RunCurves], labels: list[str], colours: list[str]) -> None:
@@ -275,18 +288,15 @@ def _draw_diagnostics(ax_std, ax_ent, curves: list[RunCurves], labels: list[str]
                title="feature spread (1: spread over the sphere, 0: collapsed)")
     ax_ent.set(xlabel="epoch", ylabel="teacher relation entropy / ln K", ylim=(0, top["ent"]),
                title="teacher target entropy (1: uniform, no signal)")
+    missing = [label for run, label in zip(curves, labels, strict=True) if not run.diagnostics]
+    no_target = [label for run, label in zip(curves, labels, strict=True)  # MoCo-v2 has no relation target
+                 if run.diagnostics and not any(f"ent_{c}" in run.diagnostics for c in CONTEXT_STYLES)]
+    notes = {"std": ["no diagnostics in: " + ", ".join(missing)] if missing else [],
+             "ent": ["no teacher relation target in: " + ", ".join(no_target)] if no_target else []}
     for stat, ax in panels.items():
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         styles = [] if "hyper" not in contexts[stat] else [  # the line styles, when there are two contexts
             Line2D([], [], color="0.2", linestyle=CONTEXT_STYLES[c], label=name)
             for c, name in (("global", "global"), ("hyper", "hypercolumn"))]
-        if drawn[stat]:
-            ax.legend(handles=[*drawn[stat], *styles, refs[stat]], fontsize=8, loc="best")
-    missing = [label for run, label in zip(curves, labels, strict=True) if not run.diagnostics]
-    if missing:
-        _note(ax_std, "no diagnostics in: " + ", ".join(missing), 0.98)  # at the top: a collapse ends at the bottom
-    no_target = [label for run, label in zip(curves, labels, strict=True)
-                 if run.diagnostics and not any(f"ent_{c}" in run.diagnostics for c in CONTEXT_STYLES)]
-    if no_target:  # MoCo-v2 has no relation target to take the entropy of
-        _note(ax_ent, "no teacher relation target in: " + ", ".join(no_target), 0.02 if drawn["ent"] else 0.5)
+        _legend(ax, [*drawn[stat], *styles, refs[stat]] if drawn[stat] else [], notes[stat])

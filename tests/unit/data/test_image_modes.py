@@ -138,3 +138,53 @@ def test_every_decode_path_reads_a_16_bit_png_as_its_8_bit_twin(photo, tmp_path)
         crops = [next(iter(build_pretrain_loader(s, specs, 4, seed=3))).views for s in (a, b)]
         for x, y in zip(*crops, strict=True):
             same(x, y)
+
+
+def _transparent_pngs(root, split, n=4):
+    """``n`` RGBA PNGs (half of each image transparent, stored black) in every class folder of ``root/split``."""
+    paths = []
+    for cls in sorted(p.name for p in (root / split).iterdir()):
+        for k in range(n):
+            rgba = np.zeros((40, 40, 4), np.uint8)
+            rgba[:, :, :3] = np.asarray(Image.open(root / split / cls / "00.jpg"))
+            rgba[:, :20, 3] = 255  # the right half transparent, its colour black
+            path = root / split / cls / f"alpha{k}.png"
+            Image.fromarray(rgba, "RGBA").save(path)
+            paths.append(path)
+    return paths
+
+
+def test_transparent_pixels_are_noted_once_per_command(tmp_path, capfd):
+    """Transparent PNG pixels used to become black silently; they are composited on white now, and the first image
+    with transparent pixels that a command meets is named in one note, also when two loader workers meet several."""
+    from cgh.backbone import ResNet
+    from cgh.cli import main
+    from tests.helpers import TINY, photo_folder
+
+    photos = tmp_path / "photos"
+    photo_folder(photos)
+    transparent = _transparent_pngs(photos, "train") + _transparent_pngs(photos, "val")
+    weights = tmp_path / "r18.pth"
+    torch.save(ResNet("resnet18", stem="cifar", width=8, num_classes=0).state_dict(), weights)
+    knn = ["knn", str(weights), "--dataset", "folder", "--data-path", str(photos), "--image-size", "32",
+           "--num-workers", "2", "--k", "3"]
+    for _ in range(2):  # once per command, also for a second command in the same process
+        assert main(knn) == 0
+        err = capfd.readouterr().err
+        notes = [line for line in err.splitlines() if "transparent pixels" in line]
+        assert len(notes) == 1, err
+        assert notes[0].startswith("note: ") and any(str(p) in notes[0] for p in transparent)
+        assert "composited on white (RGB (255, 255, 255))" in notes[0]
+    # a pretraining run: its loader's workers, the kNN monitor's and the epoch ends say it once in all
+    assert main(["pretrain", "cifar10", *TINY, "data.name=folder", f"data.path={photos}", "data.num_workers=2",
+                 "optim.batch_size=16", "train.max_steps=2", "train.knn_every=1", "optim.epochs=1",
+                 f"out_dir={tmp_path / 'run'}"]) == 0
+    err = capfd.readouterr().err
+    assert sum("transparent pixels" in line for line in err.splitlines()) == 1, err
+    # opaque images (every JPEG, and an RGBA PNG with alpha 255 everywhere) get no note
+    for path in transparent:
+        path.unlink()
+    opaque = np.full((40, 40, 4), 255, np.uint8)
+    Image.fromarray(opaque, "RGBA").save(photos / "val" / "hopper" / "opaque.png")
+    assert main(knn) == 0
+    assert "transparent" not in capfd.readouterr().err

@@ -208,7 +208,7 @@ def test_every_evaluation_leaves_corrupt_files_out_and_reports_them(photo_run, t
     assert sorted(p for paths in protocol["skipped_files"].values() for p in paths) == broken
     assert protocol["corrupt"] == "skip" and protocol["dataset"] == "folder"
     for path in broken:
-        assert re.search(rf"note: left out 1 undecodable image\(s\) of folder:\w+.* \(data.corrupt=skip; error stops "
+        assert re.search(rf"note: left out 1 undecodable image of folder:\w+.* \(data.corrupt=skip; error stops "
                          rf"instead\): {re.escape(path)}\n", err), err
     if "val" in splits:  # the test split is val/ (there is no test/), with the five classes of the folder
         assert (protocol["test_split"], protocol["num_test"], protocol["num_classes"]) == ("val", 16, 5)

@@ -200,3 +200,27 @@ def test_chunking_does_not_change_the_result(bank):
     assert a == b
     torch.testing.assert_close(knn_scores(scaled, labels, queries, CLASSES, chunk_size=13),
                                knn_scores(unit, labels, queries, CLASSES, chunk_size=100), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cli_says_when_k_is_more_than_the_bank(one_step_runs, capsys):
+    """`cgh knn RUN --k 500` on a 300-image bank silently voted with 300: a note, the line and --json say so."""
+    import json
+
+    from cgh.cli import main
+
+    run = str(one_step_runs["cgh"])  # a bank of the 256 synthetic training images of the TINY config
+    assert main(["knn", run, "--k", "20", "300", "500", "--json"]) == 0
+    captured = capsys.readouterr()
+    p = json.loads(captured.out)["protocol"]
+    assert p["k"] == [20, 300, 500] and p["k_effective"] == [20, 256, 256] and p["bank_size"] == 256
+    note = ("k=300, 500 are more than the 256 labelled images of the memory bank synthetic:train: each votes with "
+            "all 256 (k_effective in --json); give --k up to 256")
+    assert p["notes"] == [note] and captured.err.count("note: ") == 1 and f"note: {note}" in captured.err
+    assert main(["knn", run, "--k", "20", "500"]) == 0
+    captured = capsys.readouterr()
+    assert "k=500 (all 256) top-1" in captured.out and "k=20 top-1" in captured.out
+    assert "note: k=500 is more than the 256 labelled images" in captured.err
+    assert "it votes with all 256" in captured.err
+    assert main(["knn", run, "--k", "20"]) == 0
+    assert "note" not in capsys.readouterr().err
