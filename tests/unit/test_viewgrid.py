@@ -162,3 +162,23 @@ def test_views_of_a_run_use_its_config(tmp_path, one_step_runs, monkeypatch, met
                  "--out", str(tmp_path / "w.png")]) == 0
     assert [s.size for s in seen["specs"]][:2] == [24, 24] and len(seen["specs"]) == 3
     assert seen["teacher"] == "strong"
+
+
+def test_views_skips_a_corrupt_photo_with_a_note(tmp_path, capsys):
+    """A folder of photographs with a truncated JPEG: the grid is drawn from the files that decode and the note names
+    the one left out (data.corrupt=skip, as in pretraining); a folder whose every file is broken is an error."""
+    from tests.helpers import break_jpeg, photo_folder
+
+    photo_folder(tmp_path / "photos", splits=("train",), per_split=(2,))
+    broken = break_jpeg(tmp_path / "photos" / "train" / "hopper" / "01.jpg")
+    out = tmp_path / "v.png"
+    assert main(["views", "--dataset", "folder", "--data-path", str(tmp_path / "photos"), "--num-images", "10",
+                 "--image-size", "32", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("note: skipped an undecodable image") == 1 and broken in err
+    assert 10 * 32 <= png_size(out)[1]  # nine rows drawn, not stopped at the broken file
+    for path in (tmp_path / "photos" / "train").rglob("*.jpg"):
+        break_jpeg(path)
+    assert main(["views", "--dataset", "folder", "--data-path", str(tmp_path / "photos"), "--num-images", "3",
+                 "--out", str(tmp_path / "w.png")]) == 2
+    assert "none of its 10 images could be decoded" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 import cgh.data
@@ -24,7 +25,7 @@ from cgh.checkpoint import checkpoint_file, load_checkpoint
 from cgh.commands.common import dataset_config, has_preset
 from cgh.config import Config, config_from_dict
 from cgh.data import open_split
-from cgh.errors import CGHError, ConfigError
+from cgh.errors import CGHError, ConfigError, DataError
 from cgh.methods import teacher_view
 from cgh.viewgrid import draw_views, grid_images, save_view_grid
 from cgh.views import pretrain_views
@@ -135,14 +136,37 @@ def _configured(args: argparse.Namespace):
     return cfg, source, teacher, args.local if args.local is not None else cfg.method.num_local
 
 
+def _decodable_images(source, order, n: int, size: int, corrupt: str):
+    """The first ``n`` images of ``order`` (a permutation of ``source``'s indices) that decode, sorted by index, and
+    their uint8 (n, 3, size, size) grid cells. An undecodable file raises (``data.corrupt=error``) or, with ``skip``
+    (the default), is named in a note on stderr and the next image of ``order`` is drawn instead, as pretraining
+    leaves such a file out."""
+    picked, cells, bad = [], {}, []
+    for i in (int(j) for j in order):
+        try:
+            cells[i] = grid_images(source, [i], size)[0]
+        except DataError as e:
+            if corrupt == "error":
+                raise
+            bad.append(e)
+            continue
+        picked.append(i)
+        if len(picked) == n:
+            break
+    for e in bad:
+        print(f"note: skipped an undecodable image (data.corrupt=skip): {e}", file=sys.stderr)
+    if not picked:
+        raise DataError(f"{source.name}: none of its {len(source)} images could be decoded")
+    picked.sort()
+    return picked, torch.stack([cells[i] for i in picked])
+
+
 def run(args: argparse.Namespace) -> int:
     cfg, source, teacher, local = _configured(args)
     if len(source) == 0:
         raise CGHError(f"{source.name}: the dataset is empty")
     n = min(args.num_images, len(source))
     rng = np.random.default_rng(args.seed)
-    indices = sorted(int(i) for i in rng.choice(len(source), size=n, replace=False))
-
     arrays = hasattr(source, "images")
     if args.image_size:
         size = args.image_size
@@ -152,7 +176,11 @@ def run(args: argparse.Namespace) -> int:
         size = int(min(source.images.shape[-2:]))  # an array set without a preset: its images' own size
     else:
         size = cfg.data.image_size  # the preset's training size (STL-10: 64), else 224
-    images = grid_images(source, indices, size)
+    if arrays:
+        indices = sorted(int(i) for i in rng.choice(len(source), size=n, replace=False))
+        images = grid_images(source, indices, size)
+    else:
+        indices, images = _decodable_images(source, rng.permutation(len(source)), n, size, cfg.data.corrupt)
     try:
         specs = pretrain_views(size, teacher=teacher, weak_scale=tuple(cfg.aug.weak_scale),
                                strong_scale=tuple(cfg.aug.strong_scale), num_local=local)
