@@ -166,4 +166,4 @@ def test_demo_with_two_seeds_on_digits(tmp_path):
     assert "### Per seed" in md and "| encoder | seed 0 | seed 1 |" in md
     # the setup is the digits' (1300 // 64 = 20 steps per epoch), not the synthetic set's
     assert "(20 steps of 64 images) on scikit-learn's handwritten digits" in md
-    assert "1300 training and 497 test images" in md and "synthetic" not in md.split("## Configuration")[0]
+    assert "1300 training images and 497 test images" in md and "synthetic" not in md.split("## Configuration")[0]
