@@ -23,24 +23,23 @@ process group:
     CGH_TEST_PID_DIR=DIR                 write this process's pid to DIR/RANK.pid at start
     CGH_TEST_KILL_LAUNCHER_AT=startup    rank 0 SIGKILLs its launcher's process group when it opens the data (after
                                          the process group is up, before the run directory is made) and goes on
-    CGH_TEST_KILL_LAUNCHER_IN_SAVE=N:F   rank 0, at its N-th ``torch.save`` into a file: write the first fraction F of the
-                                         bytes, flush, SIGKILL its launcher's process group, then write the rest over
-                                         about 2 s and go on (a worker that outlived its launcher would finish the
-                                         checkpoint and train on)
+    CGH_TEST_KILL_LAUNCHER_IN_SAVE=N:F   rank 0, at its N-th ``torch.save`` into a file: write the first fraction F
+                                         of the bytes, flush, SIGKILL its launcher's process group, then write the
+                                         rest over about 2 s and go on (a worker that outlived its launcher would
+                                         finish the checkpoint and train on)
 """
 
 from __future__ import annotations
 
 import io
 import os
-
-import cgh  # noqa: F401 - first, as `python -m cgh.cli` does: it records this process's parent (cgh.launcher)
-
 import resource
 import shutil
 import signal
 import sys
 import time
+
+import cgh  # noqa: F401 - before torch, as `python -m cgh.cli` does: it records this process's parent (cgh.launcher)
 
 
 def _spec(name: str) -> tuple[int, float] | None:
