@@ -268,3 +268,36 @@ def png_size(path) -> tuple[int, int]:
         im.load()
         assert im.format == "PNG"
         return im.size
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Run directories: what an interrupted and resumed run is compared by
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def read_records(run) -> list[dict]:
+    """RUN/metrics.jsonl (none without one), skipping a line cut short by a kill."""
+    import json
+
+    path = Path(run) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def assert_same_training(a: dict, b: dict, what: str) -> None:
+    """Two checkpoints at the same position with bit-identical model and optimizer state."""
+    assert (a["epoch"], a["epoch_step"], a["step"]) == (b["epoch"], b["epoch_step"], b["step"]), what
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), f"{what}: {key}"
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert torch.equal(sa[i]["momentum_buffer"], sb[i]["momentum_buffer"]), f"{what}: optimizer state {i}"

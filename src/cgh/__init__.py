@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 
+from cgh import launcher as _launcher  # noqa: F401 - first: it records this process's parent (cgh.launcher)
+
 __version__ = "0.1.0"
 
 _SUBMODULES = {"losses", "config", "train", "methods", "backbone", "heads", "data", "augment", "views", "evaluate",

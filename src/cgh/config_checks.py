@@ -63,6 +63,7 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
     for key in ("ckpt_every", "ckpt_every_steps", "keep_every", "knn_every", "knn_max_train", "max_steps"):
         check.non_negative(f"train.{key}", getattr(t, key))
     check.positive("train.log_every", t.log_every)
+    check.positive("train.dist_timeout_s", t.dist_timeout_s)
     check.unit_interval("method.momentum", m.momentum)
     check.unit_interval("method.center_momentum", m.center_momentum)
     check.unit_interval("optim.momentum", o.momentum)

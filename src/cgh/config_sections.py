@@ -255,6 +255,13 @@ class TrainConfig:
     every epoch (cgh.online_probe; needs a labelled pretraining split; training is bit-identical with it off)."""
     auto_resume: bool = False
     """Resume when out_dir holds a checkpoint, start otherwise (``--resume auto``): one command line to requeue."""
+    dist_timeout_s: float = 600.0
+    """Under several processes: the longest a collective (a gradient all-reduce, a queue gather, the barrier around a
+    checkpoint) waits for a peer before this process gives up with an error naming the lost rank
+    (docs/distributed.md#lost-peer). 10 minutes: far above any legitimate wait (rank 0 writing a checkpoint, uneven
+    data-loading or compile times at start-up; raise it when those take longer on your filesystem), far below the
+    backends' own defaults (gloo 30 min; this key replaces cgh's former 60 min), for which a job whose peer died would
+    hang holding its GPUs. A peer that dies on the same node is noticed at once (gloo, or torchrun stops the others)."""
     stop_on_collapse: bool = False
     """Stop the run (with a checkpoint, status 'collapsed', exit status 3) when the collapse diagnostics
     (cgh.diagnostics) report a sustained collapse; by default the run only prints a warning."""

@@ -7,7 +7,9 @@ global batch in that global row order, and ``SplitBatchNorm`` with W splits norm
 which is why one process with W BN splits computes exactly what W processes compute.
 
 Launch with ``torchrun --nproc_per_node=N -m cgh.cli pretrain ...`` (or the ``cgh`` entry point); RANK, WORLD_SIZE,
-LOCAL_RANK and MASTER_ADDR/PORT come from the environment. The backend is NCCL on GPUs and gloo on CPU.
+LOCAL_RANK and MASTER_ADDR/PORT come from the environment. The backend is NCCL on GPUs and gloo on CPU. A worker dies
+with its launcher (cgh.launcher); a collective waits for a peer at most ``train.dist_timeout_s`` seconds, and a lost
+peer ends the run with a PeerLostError naming the ranks (``peer_lost``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import os
 
 import torch
 import torch.distributed as dist
+
+from cgh.errors import CGHError, ConfigError, PeerLostError
+from cgh.launcher import die_with_launcher
 
 
 def is_initialized() -> bool:
@@ -43,15 +48,42 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
-def init_from_env(device: torch.device) -> None:
-    """Create the process group when launched by torchrun with more than one process
-    (docs/distributed.md#distributed-training: 'distributed' means initialised *and* world size > 1). Picks NCCL for
-    CUDA devices, gloo otherwise."""
+def init_from_env(device: torch.device, timeout_s: float = 600.0) -> None:
+    """Under a launcher, tie this process's life to it (cgh.launcher.die_with_launcher: a launcher killed with
+    SIGKILL leaves no worker behind). Create the process group when launched by torchrun with more than one process
+    (docs/distributed.md#distributed-training: 'distributed' means initialised *and* world size > 1), with
+    ``timeout_s`` (train.dist_timeout_s) as the longest wait for a peer in a collective. Picks NCCL for CUDA devices,
+    gloo otherwise."""
+    die_with_launcher()
     if is_initialized() or not launched_by_torchrun():
         return
+    if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):  # before Config.validate runs
+        raise ConfigError(f"train.dist_timeout_s = {timeout_s!r}: expected a positive number of seconds")
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=60), **kwargs)
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+
+
+def peer_lost(error: BaseException, timeout_s: float) -> BaseException:
+    """What to raise for ``error``, raised on this process of a distributed run: the backend's error of a collective
+    whose peer died or did not answer (gloo: "Connection closed by peer", "Timed out waiting ...", NCCL's watchdog)
+    becomes a PeerLostError naming this rank, the ranks that may be lost and the timeout key; anything else (the
+    user's input, Ctrl-C, a bug) is returned as it is."""
+    if world_size() == 1 or isinstance(error, CGHError) or not isinstance(error, RuntimeError):
+        return error
+    text = str(error)
+    if not isinstance(error, dist.DistError) and not any(
+            s in text for s in ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out",
+                                "NCCL", "Gloo", "gloo")):
+        return error
+    me, w = rank(), world_size()
+    others = [r for r in range(w) if r != me]
+    lost = f"rank {others[0]}" if len(others) == 1 else f"one or more of ranks {', '.join(map(str, others))}"
+    cause = " ".join(text.split())[:300]
+    return PeerLostError(f"rank {me} of {w} lost its peer {lost} in a collective ({type(error).__name__}: {cause}): "
+                         f"that process died, its node or launcher went down, or it did not answer within "
+                         f"train.dist_timeout_s = {timeout_s:g} s; this process stops without a checkpoint. Continue "
+                         f"from the last checkpoint with `--resume` once every process can start again")
 
 
 def shutdown() -> None:

@@ -20,3 +20,12 @@ class DataError(CGHError):
 
 class CheckpointError(CGHError):
     """A checkpoint that is missing, truncated, of another format, method or architecture, or unsafe to load."""
+
+
+class RunLockedError(CGHError):
+    """A run directory whose lock (RUN/lock, cgh.runlock) is held by a live run: a second writer is refused."""
+
+
+class PeerLostError(CGHError):
+    """A process of a distributed run lost a peer in a collective (the peer died, or did not answer within
+    train.dist_timeout_s). Not the user's input, but reported the same way: one line naming the ranks and the key."""

@@ -85,7 +85,7 @@ def find_checkpoint(target: str | os.PathLike) -> Path:
 RESUME_SAFE = ("train.device", "train.progress", "train.log_every", "train.knn_every", "train.knn_max_train",
                "train.ckpt_every", "train.ckpt_every_steps", "train.keep_every", "train.max_steps",
                "data.num_workers", "data.path", "data.corrupt", "out_dir", "train.compile", "train.stop_on_collapse",
-               "train.tensorboard", "train.wandb", "train.online_probe", "train.auto_resume",
+               "train.tensorboard", "train.wandb", "train.online_probe", "train.auto_resume", "train.dist_timeout_s",
                "data.eval_train_split", "data.eval_test_split")  # the monitors' splits: measured, not trained on
 
 

@@ -18,6 +18,7 @@ from cgh.methods import Method
 from cgh.monitor import KnnMonitor
 from cgh.online_probe import ProbeMonitor
 from cgh.rundir import MetricsLog, StopSignal
+from cgh.runlock import RunLock
 
 
 class NonFiniteLossError(CGHError, RuntimeError):
@@ -134,6 +135,12 @@ class Run:
     probe: ProbeMonitor | None = None  # train.online_probe
     main: bool = True
     began: tuple[float, int] = (0.0, 0)  # (time, step) when this process's loop began: elapsed time and the ETA
+    lock: RunLock | None = None  # rank 0: the run directory's lock (cgh.runlock), held until ``release``
+
+    def release(self) -> None:
+        """Give up the run directory (its lock): at the end of the run, cleanly or not."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def ckpt_dir(self) -> Path:

@@ -5,6 +5,7 @@
                          and at the end; a resumed run first drops the records of steps after its checkpoint (it runs
                          them again), so every step is logged once
     checkpoints/         last.pt and numbered copies (cgh.resume)
+    lock                 while the run lives: who holds the directory (cgh.runlock); one writer per directory
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from cgh import dist
 from cgh.config import Config
 from cgh.errors import ConfigError
+from cgh.runlock import LOCK_NAME, RunLock, pid_alive
 from cgh.wording import counted
 
 
@@ -87,7 +89,7 @@ def unfinished_start(run_dir: Path) -> bool:
     no checkpoint (at most the temporary file of one being written), and no start still running on this machine
     (the process of its last "start" record). Such a start has nothing to resume, and the same command starts
     afresh over it instead of being refused."""
-    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    entries = [e for e in run_dir.iterdir() if e.name != LOCK_NAME] if run_dir.is_dir() else []
     if not entries or any(e.name not in RUN_FILES for e in entries):
         return False
     ckpts = run_dir / "checkpoints"
@@ -98,7 +100,8 @@ def unfinished_start(run_dir: Path) -> bool:
 
 
 def _start_running(metrics: Path) -> bool:
-    """Whether the last "start" record of ``metrics`` is of a live process on this machine other than this one."""
+    """Whether the last "start" record of ``metrics`` is of a live process on this machine other than this one (a
+    run of a cgh that wrote no lock file; a run that does is refused by its lock first)."""
     start = None
     if metrics.is_file():
         for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -112,13 +115,7 @@ def _start_running(metrics: Path) -> bool:
         return False
     if start["pid"] == os.getpid():  # an earlier start in this process (the Python API), which has ended
         return False
-    try:
-        os.kill(start["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    return pid_alive(start["pid"])
 
 
 def refuse_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> bool:
@@ -126,7 +123,7 @@ def refuse_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: P
     ``overwrite`` is given, or it holds only an ``unfinished_start`` (nothing to resume, nothing of the user's):
     resuming another run's checkpoint into it would replace its files. Returns whether its contents are to be
     replaced."""
-    existing = run_dir.exists() and any(run_dir.iterdir())
+    existing = run_dir.exists() and any(e.name != LOCK_NAME for e in run_dir.iterdir())
     own = checkpoint is not None and checkpoint.resolve().parent.parent == run_dir.resolve()
     if existing and not (resuming and own) and not overwrite and not (not resuming and unfinished_start(run_dir)):
         if resuming:
@@ -137,20 +134,30 @@ def refuse_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: P
     return existing and not (resuming and own)
 
 
-def prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None) -> None:
-    """Create the run directory, emptying it first with ``overwrite`` or over an unfinished start (with a note)
-    (see ``refuse_run_dir``)."""
-    if refuse_run_dir(run_dir, resuming, overwrite, checkpoint):
-        if not overwrite:
-            print(f"note: {run_dir} holds a start that ended before its first checkpoint (nothing to resume): "
-                  f"starting afresh in its place", file=sys.stderr, flush=True)
-        for name in RUN_FILES:
-            p = run_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+def prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool, checkpoint: Path | None = None,
+                    world_size: int = 1) -> RunLock:
+    """Create the run directory and take its lock (RunLockedError while a live run holds it: ``overwrite`` does not
+    bypass it; a stale one is taken over), then, under the lock, look at its contents again (``refuse_run_dir``: a
+    run that ended since the first look may have filled it) and empty it with ``overwrite`` or over an unfinished
+    start (with a note). Returns the lock, which the caller releases when the run ends."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock.acquire(run_dir, world_size)
+    try:
+        if refuse_run_dir(run_dir, resuming, overwrite, checkpoint):
+            if not overwrite:
+                print(f"note: {run_dir} holds a start that ended before its first checkpoint (nothing to resume): "
+                      f"starting afresh in its place", file=sys.stderr, flush=True)
+            for name in RUN_FILES:
+                p = run_dir / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 class StopSignal:

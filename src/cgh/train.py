@@ -15,6 +15,7 @@ where an uninterrupted one ends (tests/system kill and resume runs at every kind
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -41,6 +42,7 @@ from cgh.online_probe import ProbeMonitor, probe_off_reason
 from cgh.resume import RESUME_SAFE, find_checkpoint  # noqa: F401 - re-exported
 from cgh.run import EpochMeter, NonFiniteLossError, Run, RunResult  # noqa: F401 - re-exported
 from cgh.rundir import MetricsLog, StopSignal, default_run_dir, drop_records_after, prepare_run_dir, refuse_run_dir
+from cgh.runlock import refuse_if_held
 from cgh.runtime import autocast, resolve_amp, resolve_device
 from cgh.schedule import lr_at, momentum_at, param_groups
 from cgh.views import pretrain_views
@@ -52,9 +54,18 @@ EXIT_REQUEUE = 75  # ... when SIGUSR1 (a time limit ahead) stopped it with a che
 
 def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None, overwrite: bool = False) -> Run:
     """Processes, device, resumed config, data, augmentation, method, optimiser and run directory of a run; prints
-    the banner. ``resume_from``: True (the run in cfg.out_dir), or a run directory or checkpoint path."""
+    the banner. ``resume_from``: True (the run in cfg.out_dir), or a run directory or checkpoint path. On rank 0 the
+    run holds its directory's lock (cgh.runlock) from here on: ``run.lock``, released by ``pretrain`` at the end, and
+    here when the start fails."""
+    with contextlib.ExitStack() as on_error:
+        run = _prepare_run(cfg, resume_from, overwrite, on_error)
+        on_error.pop_all()
+    return run
+
+
+def _prepare_run(cfg: Config, resume_from, overwrite: bool, on_error: contextlib.ExitStack) -> Run:
     device = resolve_device(cfg.train.device)
-    dist.init_from_env(device)
+    dist.init_from_env(device, cfg.train.dist_timeout_s)
     world, rank = dist.world_size(), dist.rank()
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -85,7 +96,8 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
         run_dir = ckpt_path.parent.parent
     run_dir = Path(dist.broadcast_object(str(run_dir)))
     cfg.out_dir = str(run_dir)
-    if main:
+    if main:  # a live run in it (its lock) first: --overwrite does not bypass that
+        refuse_if_held(run_dir)
         refuse_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite, checkpoint=ckpt_path)
 
     d, o, t, m = cfg.data, cfg.optim, cfg.train, cfg.method
@@ -105,9 +117,11 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
     if monitor_off and main:
         print(monitor_off.line(), file=sys.stderr, flush=True)
 
-    sinks = []
+    sinks, lock = [], None
     if main:
-        prepare_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite, checkpoint=ckpt_path)
+        lock = prepare_run_dir(run_dir, resuming=ckpt is not None, overwrite=overwrite, checkpoint=ckpt_path,
+                               world_size=world)
+        on_error.callback(lock.release)
         (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         if ckpt is not None:
             drop_records_after(run_dir / "metrics.jsonl", ckpt["step"])
@@ -129,7 +143,8 @@ def prepare_run(cfg: Config, resume_from: str | os.PathLike | bool | None = None
     run = Run(cfg, run_dir, device, amp_dtype, method, method, optimizer, scaler, loader, augment, monitor,
               MetricsLog(run_dir / "metrics.jsonl", main, sinks),
               CollapseWatch(m.queue_size, method.relation_terms, stops=t.stop_on_collapse), lr, steps_per_epoch,
-              total_steps, min(total_steps, t.max_steps) if t.max_steps else total_steps, (0, 0), main=main)
+              total_steps, min(total_steps, t.max_steps) if t.max_steps else total_steps, (0, 0), main=main,
+              lock=lock)
     if t.online_probe:
         probe_off = probe_off_reason(cfg, source)
         if probe_off is None:
@@ -295,10 +310,9 @@ def end_epoch(run: Run, epoch: int, complete: bool, meter: EpochMeter, done: int
         run.save(epoch + 1, 0, keep=keep)
 
 
-def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwrite: bool = False) -> RunResult:
-    """Pretrain ``cfg.method.name`` as configured. ``resume``: True (the run in cfg.out_dir), or a run directory or
-    checkpoint path. Returns where the run ended; raises ConfigError / DataError / CheckpointError on bad input."""
-    run = prepare_run(cfg, resume, overwrite)
+def run_epochs(run: Run) -> tuple[str, int]:
+    """The epoch-0 kNN of a fresh run, then the epochs until the end or a stop. Returns the status and the step the
+    loop began at."""
     if run.monitor and run.step == 0:
         acc = run.metrics["knn_top1"] = run.metrics["knn_init"] = run.monitor(run.method.student)  # the random init
         run.log.write({"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": acc})
@@ -307,24 +321,36 @@ def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwr
     status, first_step = "finished", run.step
     run.began = (time.time(), run.step)
     run.model.train()
+    with StopSignal() as run.stop:
+        for epoch in range(run.start[0], run.cfg.optim.epochs):
+            if run.step >= run.stop_step:
+                break
+            status = train_one_epoch(run, epoch, run.start[1] if epoch == run.start[0] else 0)
+            if status != "finished":
+                break
+    return status, first_step
+
+
+def pretrain(cfg: Config, resume: str | os.PathLike | bool | None = None, overwrite: bool = False) -> RunResult:
+    """Pretrain ``cfg.method.name`` as configured. ``resume``: True (the run in cfg.out_dir), or a run directory or
+    checkpoint path. Returns where the run ended; raises ConfigError / DataError / CheckpointError on bad input."""
+    run = prepare_run(cfg, resume, overwrite)
     try:
-        with StopSignal() as run.stop:
-            for epoch in range(run.start[0], run.cfg.optim.epochs):
-                if run.step >= run.stop_step:
-                    break
-                status = train_one_epoch(run, epoch, run.start[1] if epoch == run.start[0] else 0)
-                if status != "finished":
-                    break
-    except BaseException:
+        status, first_step = run_epochs(run)
+        if run.main:
+            print_end(run, status, first_step, EXIT_REQUEUE)
+            note = knn_below_start(run.metrics, run.run_dir)  # one line, not a collapse warning
+            if note:
+                print(f"note: {note}", file=sys.stderr, flush=True)
+            run.log.write({"kind": "end", "status": status, "step": run.step, "time": time.time(), **run.metrics,
+                           **({"notes": [note]} if note else {})})
+    except BaseException as e:  # no checkpoint: the last one stands
+        lost = dist.peer_lost(e, run.cfg.train.dist_timeout_s)
+        if lost is e:
+            raise
+        raise lost from e
+    finally:  # however the run ends, its directory is free again
         run.log.close()
-        raise
-    if run.main:
-        print_end(run, status, first_step, EXIT_REQUEUE)
-        note = knn_below_start(run.metrics, run.run_dir)  # one line, not a collapse warning
-        if note:
-            print(f"note: {note}", file=sys.stderr, flush=True)
-        run.log.write({"kind": "end", "status": status, "step": run.step, "time": time.time(), **run.metrics,
-                       **({"notes": [note]} if note else {})})
-    run.log.close()
+        run.release()
     dist.barrier()
     return RunResult(run.run_dir, run.step // run.steps_per_epoch, run.step, status, run.metrics, run.stop.signum)

@@ -69,3 +69,45 @@ def test_torchrun_pretrain_and_resume(tmp_path):
     assert all(0 <= r["knn_top1"] <= 100 for r in epochs)
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 8 and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+
+
+def test_a_lost_peer_ends_the_other_rank_with_an_error_naming_it(tmp_path):
+    """Two processes of one job without a launcher (RANK, WORLD_SIZE, MASTER_* set by hand, as a scheduler that starts
+    every rank itself does): rank 1 is SIGKILLed mid-run. Rank 0 does not hang for the backend's default timeout: it
+    ends with one error line naming itself, the lost rank and train.dist_timeout_s, and leaves no lock behind."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    worker = Path(__file__).parent / "workers" / "reliability_worker.py"
+    args = ["pretrain", "cifar10", *TINY, "optim.batch_size=32", "optim.epochs=50", "train.device=cpu",
+            "train.dist_timeout_s=60", f"out_dir={out}"]
+    procs = []
+    for r in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src"), "RANK": str(r),
+               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        env.pop("LOCAL_RANK", None)
+        procs.append(subprocess.Popen([sys.executable, str(worker), *args], env=env, cwd=tmp_path,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        deadline = time.time() + 300
+        while not (out / "metrics.jsonl").exists() or '"step"' not in (out / "metrics.jsonl").read_text():
+            assert procs[0].poll() is None and time.time() < deadline, procs[0].communicate()
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGKILL)
+        t = time.time()
+        _, err = procs[0].communicate(timeout=120)
+        waited = time.time() - t
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode == 2, err[-3000:]
+    line = [e for e in err.splitlines() if e.startswith("error: ")][-1]
+    assert line.startswith("error: rank 0 of 2 lost its peer rank 1 in a collective (RuntimeError: "), line
+    assert "train.dist_timeout_s = 60 s; this process stops without a checkpoint" in line
+    assert waited < 60  # gloo notices a closed connection at once: no wait for the timeout
+    assert not (out / "lock").exists()

@@ -17,7 +17,6 @@ were run when the test was written).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -28,11 +27,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from cgh.checkpoint import load_checkpoint
 from cgh.train import pretrain
-from tests.helpers import TINY, one_error_line, tiny_config
+from tests.helpers import TINY, assert_same_training, one_error_line, read_records, tiny_config
 
 WORKER = Path(__file__).parent / "workers" / "reliability_worker.py"
 SEEDS = [int(s) for s in os.environ.get("CGH_RELIABILITY_SEEDS", "0").split()]
@@ -76,20 +74,6 @@ class Proc:
         return f"exit {self.p.returncode}\nstdout:\n{out}\nstderr:\n{err[-3000:]}"
 
 
-def read_records(run: Path) -> list[dict]:
-    """metrics.jsonl, skipping a line cut short by a kill."""
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
-
-
 def steps_since_start(run: Path, start_number: int) -> list[dict]:
     """Step records logged after the ``start_number``-th start record (1-based): what the current process did."""
     records, starts = read_records(run), 0
@@ -121,17 +105,6 @@ def assert_checkpoints_load(run: Path) -> dict:
 
 def stale_temporaries(run: Path) -> list[Path]:
     return sorted((run / "checkpoints").glob(".*.tmp-*"))
-
-
-def assert_same_training(a: dict, b: dict, what: str) -> None:
-    assert (a["epoch"], a["epoch_step"], a["step"]) == (b["epoch"], b["epoch_step"], b["step"]), what
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), f"{what}: {key}"
-    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert sa.keys() == sb.keys()
-    for i in sa:
-        assert torch.equal(sa[i]["momentum_buffer"], sb[i]["momentum_buffer"]), f"{what}: optimizer state {i}"
 
 
 @pytest.fixture(scope="module")

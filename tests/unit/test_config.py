@@ -80,6 +80,7 @@ def test_wrong_types_are_named():
     ("model.bn_splits=3", r"model\.bn_splits = 3: expected a divisor of the per-process batch"),
     ("method.momentum=1.5", r"method\.momentum"),
     ("aug.weak_scale=[0.5,0.2]", r"aug\.weak_scale"),
+    ("train.dist_timeout_s=0", r"train\.dist_timeout_s = 0\.0: expected a positive finite number"),
 ])
 def test_invalid_values_are_named(override, message):
     cfg = load_config("cifar10", [override])

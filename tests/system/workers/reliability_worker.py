@@ -17,6 +17,16 @@ Environment:
                                  (RLIMIT_FSIZE, with SIGXFSZ ignored so that writes fail with EFBIG instead of killing
                                  the process) at half the bytes that save wrote: the next checkpoint write fails
                                  partway, as on a full disk
+
+Under torchrun (tests/system/test_launcher_death.py), where the launcher is the worker's parent and leads its own
+process group:
+    CGH_TEST_PID_DIR=DIR                 write this process's pid to DIR/RANK.pid at start
+    CGH_TEST_KILL_LAUNCHER_AT=startup    rank 0 SIGKILLs its launcher's process group when it opens the data (after
+                                         the process group is up, before the run directory is made) and goes on
+    CGH_TEST_KILL_LAUNCHER_IN_SAVE=N:F   rank 0, at its N-th ``torch.save`` into a file: write the first fraction F
+                                         of the bytes, flush, SIGKILL its launcher's process group, then write the
+                                         rest over about 2 s and go on (a worker that outlived its launcher would
+                                         finish the checkpoint and train on)
 """
 
 from __future__ import annotations
@@ -27,6 +37,9 @@ import resource
 import shutil
 import signal
 import sys
+import time
+
+import cgh  # noqa: F401 - before torch, as `python -m cgh.cli` does: it records this process's parent (cgh.launcher)
 
 
 def _spec(name: str) -> tuple[int, float] | None:
@@ -58,6 +71,10 @@ class _Counting:
         self.f.flush()
 
 
+def _kill_launcher() -> None:
+    os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)
+
+
 def install_hooks() -> None:
     import torch
 
@@ -65,7 +82,22 @@ def install_hooks() -> None:
     kill_save = _spec("CGH_TEST_KILL_IN_SAVE")
     kill_copy = _spec("CGH_TEST_KILL_IN_COPY")
     fsize_after = int(os.environ.get("CGH_TEST_FSIZE_AFTER_SAVE", "0"))
-    counts = {"save": 0, "copy": 0}
+    rank0 = os.environ.get("RANK", "0") == "0"
+    kill_launcher_save = _spec("CGH_TEST_KILL_LAUNCHER_IN_SAVE") if rank0 else None
+    if os.environ.get("CGH_TEST_PID_DIR"):
+        with open(os.path.join(os.environ["CGH_TEST_PID_DIR"], f"{os.environ.get('RANK', '0')}.pid"), "w") as f:
+            f.write(str(os.getpid()))
+    if rank0 and os.environ.get("CGH_TEST_KILL_LAUNCHER_AT") == "startup":
+        import cgh.train
+
+        real_open = cgh.train.open_split
+
+        def open_split(*args, **kwargs):
+            _kill_launcher()
+            return real_open(*args, **kwargs)
+
+        cgh.train.open_split = open_split
+    counts = {"save": 0, "copy": 0, "file_save": 0}
 
     real_save = torch.save
 
@@ -75,6 +107,25 @@ def install_hooks() -> None:
             buf = io.BytesIO()
             real_save(obj, buf, *args, **kwargs)
             _die_after_partial_write(f, buf.getvalue(), kill_save[1])
+        # torch.distributed pickles objects through torch.save into a BytesIO (all_gather_object of the RNG states,
+        # broadcast_object): only saves into files count here
+        counts["file_save"] += not isinstance(f, io.BytesIO)
+        if kill_launcher_save and counts["file_save"] == kill_launcher_save[0] and not isinstance(f, io.BytesIO):
+            buf = io.BytesIO()
+            real_save(obj, buf, *args, **kwargs)
+            data = buf.getvalue()
+            cut = max(1, int(len(data) * kill_launcher_save[1]))
+            f.write(data[:cut])
+            f.flush()
+            _kill_launcher()
+            # the rest over about 2 s: the launcher takes a moment to die once signalled, and the worker is meant to
+            # die with it in the middle of this write
+            step = max(1, (len(data) - cut) // 64)
+            for i in range(cut, len(data), step):
+                f.write(data[i:i + step])
+                f.flush()
+                time.sleep(0.03)
+            return None
         counted = _Counting(f)
         result = real_save(obj, counted, *args, **kwargs)
         if fsize_after and counts["save"] == fsize_after:
