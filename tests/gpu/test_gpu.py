@@ -84,9 +84,12 @@ def test_bf16_training_step_finite(cuda):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_channels_last_same_loss(cuda, name):
+@pytest.mark.parametrize("bn", ["plain", "split"])  # split: the one-GPU default, channels-last kept (issue 19)
+def test_channels_last_same_loss(cuda, name, bn):
     torch.manual_seed(0)
-    ref = build_method(small_cfg(name), 1, steps_per_epoch=1).to(cuda)
+    cfg = small_cfg(name)
+    cfg.model.bn_mode, cfg.model.bn_splits = bn, 4  # batch 16: 4 splits of 4
+    ref = build_method(cfg, 1, steps_per_epoch=1).to(cuda)
     cl = copy.deepcopy(ref).to(memory_format=torch.channels_last)
     a, _ = _loss(ref, _views(cuda))
     b, _ = _loss(cl, _views(cuda, torch.channels_last))
