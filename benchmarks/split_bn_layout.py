@@ -25,20 +25,9 @@ import time
 import torch
 from torch import nn
 
-import cgh.backbone as backbone
 from bench_env import environment
 from cgh.backbone import SplitBatchNorm, build_backbone
-
-
-@contextlib.contextmanager
-def nchw_round_trip():
-    """Split BN as it was before issue 19: every input made contiguous first, so a channels-last map leaves NCHW."""
-    real = backbone._split_batch_norm
-    backbone._split_batch_norm = lambda bn, x, s: real(bn, x.contiguous(), s)
-    try:
-        yield
-    finally:
-        backbone._split_batch_norm = real
+from gpu_check import nchw_round_trip  # split BN as before issue 19
 
 
 def _sync(device: torch.device) -> None:
