@@ -136,14 +136,14 @@ def method_config(name: str, spec: dict, device: torch.device, variant: str = "d
     """The config `cgh pretrain PRESET method.name=NAME ...` would run: the preset's recipe for the method is applied
     by load_config when method.name is among the overrides (setting cfg.method.name afterwards skipped it, and
     MoCo-v2 ran with CGH's head and queue sizes). Supervised is built on CGH's config (only the backbone is used)."""
-    from cgh.config import load_config
+    from cgh.cost import method_configs
 
     batch = spec["batch"]
-    overrides = [*spec["overrides"], f"method.name={'cgh' if name == 'supervised' else name}",
-                 f"data.image_size={spec['image_size']}", f"optim.batch_size={batch}", "train.device=" + device.type]
+    overrides = [*spec["overrides"], f"data.image_size={spec['image_size']}", f"optim.batch_size={batch}",
+                 "train.device=" + device.type]
     if variant == "plain_bn":
         overrides.append("model.bn_mode=plain")
-    cfg = load_config(spec["preset"], overrides)
+    cfg = method_configs(spec["preset"], overrides, (name,))[name]
     cfg.method.queue_size = max(batch, cfg.method.queue_size // batch * batch)  # a whole number of batches
     return cfg
 
