@@ -16,7 +16,7 @@ import json
 
 from bench_env import environment
 from cgh.config import load_config
-from cgh.cost import format_table, measure
+from cgh.cost import format_table, measure, method_configs
 
 
 def main() -> None:
@@ -30,10 +30,11 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    if args.image_size:
-        cfg.data.image_size = args.image_size
-    result = measure(cfg, batch_size=args.batch_size, warmup=args.warmup, repeats=args.rounds, device=args.device)
+    size = [f"data.image_size={args.image_size}"] if args.image_size else []
+    cfg = load_config(args.config, [*args.overrides, *size])
+    per_method = method_configs(args.config, [*args.overrides, *size])  # each method on its own recipe
+    result = measure(cfg, batch_size=args.batch_size, warmup=args.warmup, repeats=args.rounds, device=args.device,
+                     per_method=per_method)
     env = environment()
     if args.json:
         print(json.dumps({**result, "environment": env}))

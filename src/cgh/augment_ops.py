@@ -124,8 +124,6 @@ def random_resized_crop(
 # kornia.augmentation's modules, which gather and scatter the chosen samples and (for hue) go through a general
 # RGB -> HSV -> RGB round trip; measured 2.6-2.7x faster on CPU (benchmarks/augment_throughput.md).
 
-_HUE_OFFSETS = (5.0, 3.0, 1.0)  # R, G, B sectors of the closed-form HSV -> RGB
-
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate the HSV hue of RGB ``x`` (B, 3, H, W) in [0, 1] by ``shift`` (B,), a fraction of the circle in
@@ -138,7 +136,9 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))  # grey pixels: any hue, chroma 0 keeps them grey
     hue6 = torch.where(maxc == r, (g - b) / safe, torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
     hue6 = hue6 + 6.0 * shift.view(-1, 1, 1)  # hue in sixths of the circle, (B, H, W)
-    offsets = torch.tensor(_HUE_OFFSETS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    # the R, G, B sector offsets 5, 3, 1 of the closed form, made on the device (torch.tensor((5.0, 3.0, 1.0),
+    # device=...) was a host-to-device copy that waited for the kernel queue, for every strong view)
+    offsets = torch.arange(5.0, 0.0, -2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     k = torch.remainder(offsets + hue6.unsqueeze(1), 6.0)  # (B, 3, H, W)
     return maxc.unsqueeze(1) - chroma.unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
 

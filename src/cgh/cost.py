@@ -35,15 +35,30 @@ METHOD_NAMES = ("supervised", "mocov2", "ressl", "cgh")
 
 
 class Supervised(nn.Module):
-    """The reference: the same backbone with a linear classifier, cross-entropy on one view."""
+    """The reference: the same backbone with a linear classifier, cross-entropy on one view, and plain BN.
+
+    Plain BN, whatever ``model.bn_mode`` says: it is what a supervised run uses (the paper's supervised epoch is
+    torchvision's recipe). With the self-supervised default of 8 BN splits on one process the baseline was slowed by
+    split BN, and "CGH / supervised" compared against that (issue 19).
+    """
 
     def __init__(self, cfg: Config, num_classes: int = 1000):
         super().__init__()
-        splits = cfg.model.bn_splits if resolve_bn_mode(cfg.model.bn_mode, 1) == "split" else 1
-        self.student = build_backbone(cfg.model.arch, cfg.model.stem, cfg.model.width, num_classes, splits)
+        self.student = build_backbone(cfg.model.arch, cfg.model.stem, cfg.model.width, num_classes, bn_splits=1)
 
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.student.classify(views[1]), labels)
+
+
+def method_configs(source: str, overrides: list[str] = (), methods=METHOD_NAMES) -> dict[str, Config]:
+    """Each method's config as ``cgh pretrain SOURCE method.name=NAME ...`` builds it: with ``method.name`` among the
+    overrides, ``load_config`` applies the preset's recipe for that method (its heads, queue, temperatures); setting
+    ``cfg.method.name`` on a loaded config skips it (issue 19: MoCo-v2 was timed with CGH's heads and queue).
+    Supervised takes CGH's config (only its backbone is used)."""
+    from cgh.config import load_config
+
+    return {name: load_config(source, [*overrides, f"method.name={'cgh' if name == 'supervised' else name}"],
+                              origin="command line") for name in methods}
 
 
 def _step_fn(name: str, cfg: Config, device: torch.device, views: list[torch.Tensor], labels: torch.Tensor,
@@ -53,7 +68,7 @@ def _step_fn(name: str, cfg: Config, device: torch.device, views: list[torch.Ten
         model = Supervised(cfg).to(device)
     else:
         c = copy.deepcopy(cfg)
-        c.method.name = name
+        c.method.name = name  # a no-op for the configs of method_configs, which name it already
         model = build_method(c, 1, steps_per_epoch=1).to(device)
     o = cfg.optim
     opt = torch.optim.SGD(param_groups(model.student, o.weight_decay, o.wd_exclude_norm_bias), lr=1e-3,
@@ -78,22 +93,29 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(cfg: Config, methods=METHOD_NAMES, batch_size: int = 64, warmup: int = 3, repeats: int = 10,
-            device: str = "auto", include_cgh_warmup: bool = True) -> dict[str, Any]:
-    """Median seconds per step of each method (interleaved rounds) and the ratios to supervised."""
+            device: str = "auto", include_cgh_warmup: bool = True,
+            per_method: dict[str, Config] | None = None) -> dict[str, Any]:
+    """Median seconds per step of each method (interleaved rounds) and the ratios to supervised. ``per_method``
+    (``method_configs``) gives each method its own recipe; without it every method runs on ``cfg``'s heads and queue."""
     dev = resolve_device(device)
     cfg = copy.deepcopy(cfg)
     size = cfg.data.image_size
     torch.manual_seed(0)
     views = [torch.randn(batch_size, 3, size, size, device=dev) for _ in range(2)]
     labels = torch.randint(0, 1000, (batch_size,), device=dev)
-    cfg.optim.batch_size = batch_size
-    cfg.method.queue_size = max(batch_size, cfg.method.queue_size // batch_size * batch_size)
+    configs = {}
+    for name in {*methods, "cgh"}:
+        c = copy.deepcopy((per_method or {}).get(name, cfg))
+        c.optim.batch_size = batch_size
+        c.method.queue_size = max(batch_size, c.method.queue_size // batch_size * batch_size)
+        configs[name] = c
+    cfg = configs["cgh"]
     runs = {}
     for name in methods:
         # CGH is timed past its loss warm-up, whatever its length (epochs or the loss_warmup_min_steps floor)
-        runs[name] = _step_fn(name, cfg, dev, views, labels, step=10 ** 9)[0]
+        runs[name] = _step_fn(name, configs[name], dev, views, labels, step=10 ** 9)[0]
     if include_cgh_warmup and "cgh" in methods:
-        runs["cgh (loss warm-up)"] = _step_fn("cgh", cfg, dev, views, labels, step=0)[0]
+        runs["cgh (loss warm-up)"] = _step_fn("cgh", configs["cgh"], dev, views, labels, step=0)[0]
     times: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(warmup + repeats):
         for name, run_step in runs.items():
@@ -118,8 +140,13 @@ def measure(cfg: Config, methods=METHOD_NAMES, batch_size: int = 64, warmup: int
         "protocol": {"arch": cfg.model.arch, "stem": cfg.model.stem, "width": cfg.model.width,
                      "image_size": size, "batch_size": batch_size, "device": str(dev),
                      "bn_mode": resolve_bn_mode(cfg.model.bn_mode, 1), "bn_splits": cfg.model.bn_splits,
+                     "supervised_bn": "plain",
                      "queue_size": cfg.method.queue_size, "feat_dim": cfg.method.feat_dim,
-                     "hid_dim": cfg.method.hid_dim, "hyper_dim": cfg.method.hyper_dim, "warmup": warmup,
+                     "hid_dim": cfg.method.hid_dim, "hyper_dim": cfg.method.hyper_dim,
+                     "recipes": {n: {"feat_dim": c.method.feat_dim, "hid_dim": c.method.hid_dim,
+                                     "queue_size": c.method.queue_size} for n, c in configs.items()
+                                 if n != "supervised"},
+                     "warmup": warmup,
                      "repeats": repeats, "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
 

@@ -168,14 +168,17 @@ def shuffle_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     global batch.
 
     Gathers ``x`` (b, ...) from all processes into the global batch (B, ...), permutes it with one permutation drawn
-    on rank 0 from torch's CPU generator and broadcast, and returns this process's interleaved rows (b, ...) of the
-    permuted batch, with the inverse permutation for ``unshuffle_batch``. On one process it is a plain ``randperm``
-    of the batch: the permutation rank 0 would draw, so one process with W BN splits equals W processes.
+    on rank 0 from the generator of ``x``'s device and broadcast, and returns this process's interleaved rows (b, ...)
+    of the permuted batch, with the inverse permutation for ``unshuffle_batch``. On one process it is a plain
+    ``randperm`` of the batch: the permutation rank 0 would draw, so one process with W BN splits equals W processes.
+    The permutation is made on the device: one drawn on the CPU and moved with ``.to(device)`` waited for the whole
+    kernel queue in the middle of every step (issue 19); the device's RNG state is in the checkpoint, so resume is
+    still exact.
     """
     full = gather_rows(x)  # (B, ...)
     total = full.shape[0]
-    perm = torch.randperm(total) if is_main() else torch.empty(total, dtype=torch.long)
-    perm = broadcast(perm.to(x.device))
+    make = torch.randperm if is_main() else torch.empty
+    perm = broadcast(make(total, dtype=torch.long, device=x.device))
     return local_rows(full[perm]), torch.argsort(perm)
 
 

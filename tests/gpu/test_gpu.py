@@ -84,11 +84,16 @@ def test_bf16_training_step_finite(cuda):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_channels_last_same_loss(cuda, name):
+@pytest.mark.parametrize("bn", ["plain", "split"])  # split: the one-GPU default, channels-last kept (issue 19)
+def test_channels_last_same_loss(cuda, name, bn):
     torch.manual_seed(0)
-    ref = build_method(small_cfg(name), 1, steps_per_epoch=1).to(cuda)
+    cfg = small_cfg(name)
+    cfg.model.bn_mode, cfg.model.bn_splits = bn, 4  # batch 16: 4 splits of 4
+    ref = build_method(cfg, 1, steps_per_epoch=1).to(cuda)
     cl = copy.deepcopy(ref).to(memory_format=torch.channels_last)
+    torch.manual_seed(1)  # split mode shuffles the teacher's batch: the same permutation for both
     a, _ = _loss(ref, _views(cuda))
+    torch.manual_seed(1)
     b, _ = _loss(cl, _views(cuda, torch.channels_last))
     assert b == pytest.approx(a, rel=1e-4, abs=1e-4)
 

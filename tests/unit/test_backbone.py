@@ -66,6 +66,26 @@ def test_channels_last_gives_same_features():
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("splits", [1, 4])
+def test_channels_last_training_mode_matches_contiguous(splits):
+    """The GPU default (split BN, channels-last) in training mode: same stage maps and parameter gradients as the
+    contiguous network, and every stage map comes out channels-last (no BN hands NCHW to the next convolution)."""
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", "cifar", width=8, bn_splits=splits).train()
+    net_cl = build_backbone("resnet18", "cifar", width=8, bn_splits=splits).train()
+    net_cl.load_state_dict(net.state_dict())
+    net_cl = net_cl.to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 16, 16)
+    ys, ys_cl = net(x), net_cl(x.contiguous(memory_format=torch.channels_last))
+    assert all(y.is_contiguous(memory_format=torch.channels_last) for y in ys_cl)
+    for a, b in zip(ys, ys_cl, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    sum(y.square().mean() for y in ys).backward()
+    sum(y.square().mean() for y in ys_cl).backward()
+    for (name, a), b in zip(net.named_parameters(), net_cl.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
 def test_torchvision_initialisation():
     net = ResNet("resnet50", num_classes=10)
     w = net.layer1[0].conv2.weight  # kaiming normal, fan_out, relu: std = sqrt(2 / (out * k * k))
@@ -107,10 +127,54 @@ class TestSplitBatchNorm:
         plain.load_state_dict(split.state_dict())
         torch.testing.assert_close(split.eval()(x), plain.eval()(x))
 
-    def test_channels_last_input(self):
+    @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+    def test_outputs_gradients_and_running_stats_equal_plain_bn_per_split(self, layout):
+        """Issue 19: split BN of a channels-last map no longer goes through NCHW; in both layouts it computes plain BN
+        of each interleaved split (outputs, gradients of input, weight and bias, running statistics), and the output
+        keeps the input's layout."""
+        g = torch.Generator().manual_seed(3)
+        x0 = (torch.randn(12, 5, 4, 3, generator=g) * 2 + 1.5).contiguous(memory_format=layout)  # mean far from 0
+        dy = torch.randn(12, 5, 4, 3, generator=g).contiguous(memory_format=layout)
+        split = SplitBatchNorm(5, num_splits=3).train()
+        with torch.no_grad():
+            split.weight.copy_(torch.rand(5, generator=g) + 0.5)
+            split.bias.copy_(torch.randn(5, generator=g))
+            split.running_var.fill_(2.0)
+        plains = [nn.BatchNorm2d(5).train() for _ in range(3)]
+        for p in plains:
+            p.load_state_dict(split.state_dict())
+        x = x0.clone().requires_grad_(True)
+        y = split(x)
+        assert y.is_contiguous(memory_format=layout) and not y._is_view()
+        (y * dy).sum().backward()
+        xr = x0.contiguous().clone().requires_grad_(True)
+        yr = torch.empty_like(xr)
+        for j, p in enumerate(plains):  # split j = rows j, j+3, ...
+            yr[j::3] = p(xr[j::3])
+        (yr * dy).sum().backward()
+        close = {"rtol": 1e-5, "atol": 1e-5}  # float reordering
+        torch.testing.assert_close(y, yr, **close)
+        torch.testing.assert_close(x.grad, xr.grad, **close)
+        torch.testing.assert_close(split.weight.grad, sum(p.weight.grad for p in plains), **close)
+        torch.testing.assert_close(split.bias.grad, sum(p.bias.grad for p in plains), **close)
+        torch.testing.assert_close(split.running_mean, sum(p.running_mean for p in plains) / 3, **close)
+        torch.testing.assert_close(split.running_var, sum(p.running_var for p in plains) / 3, **close)
+        assert int(split.num_batches_tracked) == 1
+
+    def test_channels_last_input_keeps_its_layout_and_values(self):
         x = torch.randn(8, 4, 5, 5)
         split = SplitBatchNorm(4, num_splits=2).train()
-        torch.testing.assert_close(split(x.contiguous(memory_format=torch.channels_last)), split(x))
+        y = split(x.contiguous(memory_format=torch.channels_last))
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y, split(x))
+
+    def test_channels_last_bf16_stays_bf16_and_close_to_float32(self):
+        x = torch.randn(16, 4, 6, 6) * 3 + 2
+        split = SplitBatchNorm(4, num_splits=4).train()
+        ref = split(x)
+        low = split(x.bfloat16().contiguous(memory_format=torch.channels_last))
+        assert low.dtype == torch.bfloat16 and low.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(low.float(), ref, rtol=0.03, atol=0.03)  # bf16 input rounding: 2^-9 of |x|
 
     def test_running_stats_are_the_average_of_chunk_updates(self):
         x = torch.randn(6, 3, 4, 4)

@@ -443,12 +443,86 @@ HOST_READS = ("item", "__float__", "__bool__", "__int__", "__index__", "tolist",
 HOST_ONLY = ("color_jitter",)
 
 
+def _names_a_device(args, kw) -> bool:
+    """Whether a ``Tensor.to`` / ``torch.tensor`` call names a device to put the result on."""
+    if kw.get("device") is not None:
+        return True
+    return any(isinstance(a, (torch.device, str, int, torch.Tensor)) and not isinstance(a, bool) for a in args)
+
+
+# Factories that make a tensor on the host when no device is named (then a move of it to the device is a copy)
+HOST_FACTORIES = ("randperm", "arange", "zeros", "ones", "empty", "full", "rand", "randn", "randint", "linspace", "eye")
+# Moves that pin the batch and copy it with non_blocking=True on CUDA (cgh.data.loaders._to_device); on the CPU they
+# take their plain branch, a no-op there
+NON_BLOCKING_ON_CUDA = ("_to_device",)
+
+
+def _count_device_moves(monkeypatch, moves: list, caller):
+    """Records (as ``caller()``'s tag) every call that, on a GPU, copies host memory to the device and waits: a
+    ``Tensor.to`` naming a device of a tensor made on the host by a factory without a device (``torch.randperm(n)``,
+    ...), ``Tensor.cuda``, and ``torch.tensor`` / ``torch.as_tensor`` with a device (Python data copied over). A copy
+    from pageable memory without ``non_blocking=True`` ends in a stream synchronisation: the host waits for the
+    whole kernel queue. On the CPU the move itself is a no-op, so the test looks at the pattern, not at the copy."""
+    import traceback
+    import weakref
+
+    host_born: dict[int, weakref.ref] = {}
+
+    def where():
+        f = traceback.extract_stack(limit=3)[0]
+        return f"{f.filename}:{f.lineno} ({f.name})"
+
+    def born_on_host(t) -> bool:
+        ref = host_born.get(id(t))
+        return ref is not None and ref() is t
+
+    real_to, real_cuda = torch.Tensor.to, torch.Tensor.cuda
+
+    def to(self, *args, **kw):
+        if (born_on_host(self) and _names_a_device(args, kw) and not kw.get("non_blocking")
+                and traceback.extract_stack(limit=2)[0].name not in NON_BLOCKING_ON_CUDA):
+            moves.append((caller(), f"Tensor.to of a tensor made on the host, at {where()}"))
+        return real_to(self, *args, **kw)
+
+    def cuda(self, *args, **kw):
+        moves.append((caller(), f"Tensor.cuda at {where()}"))
+        return real_cuda(self, *args, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    monkeypatch.setattr(torch.Tensor, "cuda", cuda)
+    for name in HOST_FACTORIES:
+        real = getattr(torch, name)
+
+        def factory(*args, _real=real, **kw):
+            out = _real(*args, **kw)
+            if kw.get("device") is None and isinstance(out, torch.Tensor):
+                host_born[id(out)] = weakref.ref(out)
+            return out
+
+        monkeypatch.setattr(torch, name, factory)
+    for name in ("tensor", "as_tensor"):
+        real = getattr(torch, name)
+
+        def made(*args, _real=real, _name=name, **kw):
+            if kw.get("device") is not None:
+                moves.append((caller(), f"torch.{_name}(device=...) at {where()}"))
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(torch, name, made)
+
+
 @pytest.mark.parametrize("method,images", [("cgh", 32), ("ressl", 32), ("mocov2", 32), ("cgh", 48)])
 def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch, method, images):
     """Counts every Python-level host read of a tensor (``Tensor.item``, ``float(t)``, ``bool(t)``, ...) during each
     step, by the step it happens in. Only the steps with a log point, an epoch end or a checkpoint may read: the
     loss sums, the finiteness flag and the stop signal stay on the device in between. With 48 px images cut to 32 px
-    crops the on-device crop follows the path it takes on a GPU, where it may not look at the boxes it drew."""
+    crops the on-device crop follows the path it takes on a GPU, where it may not look at the boxes it drew.
+
+    It counts host-to-device copies too (issue 19): the teacher's Shuffle-BN permutation (the default 'split' BN mode
+    shuffles the teacher's batch) was drawn on the CPU and moved with a blocking ``.to(device)`` in the middle of the
+    forward pass, and the hue jitter copied its three offsets from Python to the device: each a wait for the kernel
+    queue every step that no host read shows. No step between log points may make a tensor on the host and move it to
+    the device."""
     import traceback
 
     import cgh.augment_ops as augment_ops
@@ -458,6 +532,7 @@ def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch,
 
     current: dict[str, int | None] = {"step": None}
     reads: dict[int | None, list[str]] = {}
+    moves: list[tuple[int | None, str]] = []
     real_lr_at = train.lr_at
 
     def lr_at(step, *args, **kw):  # called once at the start of each step: tags what follows with the step
@@ -475,6 +550,7 @@ def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch,
             return _real(self, *args, **kw)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
+    _count_device_moves(monkeypatch, moves, lambda: current["step"])
     # 2 epochs of 4 steps; one log point (the last step), epoch ends after steps 3 and 7, one checkpoint at the end
     result = pretrain(tiny_config(tmp_path / "run", f"method.name={method}", "optim.epochs=2",
                                   "train.log_every=1000", "train.ckpt_every=10", "train.keep_every=0",
@@ -484,6 +560,27 @@ def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch,
     quiet = [0, 1, 2, 4, 5, 6]
     assert {s: reads[s] for s in quiet if s in reads} == {}
     assert reads.get(3) and reads.get(7)  # the epoch ends and the log point do read: the test sees reads
+    assert [m for m in moves if m[0] in quiet] == []
+
+
+def test_the_device_move_counter_sees_a_permutation_made_on_the_host(monkeypatch):
+    """The counter of the test above, on the pattern it is there for: the old shuffle, a CPU randperm moved to the
+    batch's device (a no-op on the CPU, a blocking copy on a GPU); and the shuffle as it is now passes."""
+    from cgh import dist
+
+    moves: list = []
+    _count_device_moves(monkeypatch, moves, lambda: "step")
+    x = torch.randn(8, 3)
+    torch.randperm(8).to(x.device)
+    assert len(moves) == 1 and "Tensor.to of a tensor made on the host" in moves[0][1]
+    moves.clear()
+    torch.randperm(8, device=x.device).to(x.device)  # made where it is used: no copy
+    torch.tensor([1.0, 2.0], device=x.device)  # Python data to the device: a copy
+    assert len(moves) == 1 and "torch.tensor(device=...)" in moves[0][1]
+    moves.clear()
+    y, inverse = dist.shuffle_batch(x)
+    torch.testing.assert_close(dist.unshuffle_batch(y, inverse), x)
+    assert moves == []
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from cgh.config import load_config
-from cgh.cost import METHOD_NAMES, format_table, measure
+from cgh.cost import METHOD_NAMES, format_table, measure, method_configs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, origin="command line")
-    result = measure(cfg, tuple(args.methods), args.batch_size, args.warmup, args.repeats, args.device)
+    # each method on its preset recipe, as `cgh pretrain CONFIG method.name=NAME` runs it
+    per_method = method_configs(args.config, args.overrides, tuple(args.methods))
+    result = measure(cfg, tuple(args.methods), args.batch_size, args.warmup, args.repeats, args.device,
+                     per_method=per_method)
     print(json.dumps(result) if args.json else format_table(result))
     return 0
