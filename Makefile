@@ -44,8 +44,12 @@ $(DEV_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per process at a time (--dist loadfile: a
+# file's module fixtures, such as test_learning's pretraining runs, are built once), one torch thread each
+# (tests/conftest.py). Two fill the CI machine's two cores; TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/cgh demo $(DEMO_ARGS)

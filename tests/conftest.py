@@ -13,7 +13,9 @@ import torch
 
 from tests.helpers import break_jpeg, photo_folder, tiny_config
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two intra-op threads fill the CI machine's two cores; under pytest-xdist (`make test` runs two worker processes)
+# each worker takes one, so the workers do not spin against each other.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
