@@ -1,14 +1,16 @@
 """Each method's shapes and terms, and CGH's loss checked against the equations of docs/method.md#losses (recomputed in
-NumPy: tests/reference.py). The hypercolumn head: tests/unit/test_heads.py."""
+NumPy: tests/reference.py); BYOL's, SimSiam's and SimCLR's losses in float64 against the papers' equations, and one
+SimSiam step against the official code when a checkout of it is given. The hypercolumn head:
+tests/unit/test_heads.py."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from cgh.methods import METHODS, build_method
+from cgh.methods import METHODS, QUEUE_METHODS, build_method
 from tests.helpers import SMALL_BATCH, SMALL_QUEUE, small_cfg, views
-from tests.reference import np_info_nce, np_relation
+from tests.reference import np_byol, np_info_nce, np_mean_cos, np_nt_xent, np_relation
 
 B, K = SMALL_BATCH, SMALL_QUEUE  # the batch of views() and the queue of small_cfg()
 
@@ -20,10 +22,14 @@ def test_forward_backward_and_queue(name):
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(torch.isfinite(v) and not v.requires_grad for v in terms.values())
     loss.backward()
-    assert all(p.grad is None for p in method.teacher.parameters())  # the teacher never receives a gradient
-    assert all(not p.requires_grad for p in method.teacher.parameters())
+    if method.teacher is not method.student:  # SimSiam and SimCLR have no momentum encoder
+        assert all(p.grad is None for p in method.teacher.parameters())  # the teacher never receives a gradient
+        assert all(not p.requires_grad for p in method.teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.backbone.parameters())
-    assert int(method.queue.ptr) == B
+    if name in QUEUE_METHODS:
+        assert int(method.queue.ptr) == B
+    else:
+        assert not any(n.startswith("queue") for n, _ in method.named_buffers())
 
 
 def test_cgh_has_two_queues_in_lockstep_and_hyper_gradients():
@@ -229,3 +235,81 @@ def test_hyper_bn_plain_normalises_the_whole_batch_in_the_hypercolumn_head():
     assert method.state_dict().keys() == split.state_dict().keys()
     loss, _ = method(views(batch=8), momentum=0.99, step=0)
     assert torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# BYOL, SimSiam, SimCLR: the method's loss in float64 equals the paper's equation recomputed from the method's own
+# features (tests/reference.py, written with loops and explicit logarithms)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def float64_method(name, **method):
+    torch.manual_seed(0)
+    m = build_method(small_cfg(name, pred_hid_dim=24, **method)).double()
+    m.shuffle = False  # the recomputation below needs the same BN batches
+    return m
+
+
+def test_byol_loss_equals_the_papers_equation_in_float64():
+    method = float64_method("byol")
+    with torch.no_grad():  # a target that differs from the online network, so that a swapped side shows
+        for p in method.teacher.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    x1, x2 = (v.double() for v in views())
+    loss, terms = method([x1, x2], momentum=1.0)  # m = 1: the target stays as it is
+    with torch.no_grad():
+        p1, p2 = (method.predictor(method.student(x, hyper=False).z).numpy() for x in (x1, x2))
+        t1, t2 = (method.teacher(x, hyper=False).z.numpy() for x in (x1, x2))
+    assert abs(loss.item() - (np_byol(p1, t2) + np_byol(p2, t1))) < 1e-10
+    loss.backward()
+    assert all(p.grad is None for p in method.teacher.parameters())
+    assert method.predictor[0].weight.grad.abs().sum() > 0
+
+
+def test_simsiam_loss_equals_the_papers_equation_in_float64():
+    method = float64_method("simsiam")
+    x1, x2 = (v.double() for v in views())
+    loss, terms = method([x1, x2], momentum=0.5)
+    with torch.no_grad():
+        z1, z2 = (method.student(x, hyper=False).z for x in (x1, x2))
+        p1, p2 = method.predictor(z1).numpy(), method.predictor(z2).numpy()
+    expected = -0.5 * (np_mean_cos(p1, z2.numpy()) + np_mean_cos(p2, z1.numpy()))  # SimSiam eq. 2
+    assert abs(loss.item() - expected) < 1e-10 and terms["simsiam"].item() == loss.item()
+    assert method.teacher is method.student and not any(k.startswith("teacher.") for k in method.state_dict())
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_simclr_loss_equals_the_papers_equation_in_float64(tau):
+    method = float64_method("simclr", temperature=tau)
+    x1, x2 = (v.double() for v in views())
+    loss, _ = method([x1, x2], momentum=0.5)
+    with torch.no_grad():
+        z1, z2 = (method.student(x, hyper=False).z.numpy() for x in (x1, x2))
+    assert abs(loss.item() - np_nt_xent(z1, z2, tau)) < 1e-10
+
+
+def test_simclr_loss_over_a_gathered_batch_equals_the_whole_batch():
+    """The loss of process r's rows against the gathered global batch, averaged over the processes, is the loss of the
+    whole batch (what two processes must compute), and the gradient reaches every row through the negatives."""
+    from cgh.losses import nt_xent
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
+    whole = nt_xent(z1, z2, 0.3)
+    world = 2
+    parts = [nt_xent(z1[r::world], z2[r::world], 0.3, z1, z2, torch.arange(4) * world + r) for r in range(world)]
+    assert abs(torch.stack(parts).mean().item() - whole.item()) < 1e-12
+    assert abs(whole.item() - np_nt_xent(z1.numpy(), z2.numpy(), 0.3)) < 1e-10
+
+
+def test_fixed_predictor_lr_keeps_its_group_at_the_initial_lr(tmp_path):
+    from cgh.schedule import build_optimizer
+
+    cfg = small_cfg("simsiam", pred_hid_dim=24, fix_pred_lr=True)
+    method = build_method(cfg)
+    opt = build_optimizer(method, cfg.optim, 0.1)
+    fixed = [g for g in opt.param_groups if g.get("fixed_lr")]
+    assert {id(p) for g in fixed for p in g["params"]} == {id(p) for p in method.predictor.parameters()}
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in method.parameters() if p.requires_grad}  # the frozen projector bias is not
+    assert not method.student.projector[6].bias.requires_grad                  # trained (official builder.py)
