@@ -3,10 +3,15 @@ NumPy: tests/reference.py); BYOL's, SimSiam's and SimCLR's losses in float64 aga
 SimSiam step against the official code when a checkout of it is given. The hypercolumn head:
 tests/unit/test_heads.py."""
 
+import importlib.util
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cgh.methods import METHODS, QUEUE_METHODS, build_method
 from tests.helpers import SMALL_BATCH, SMALL_QUEUE, small_cfg, views
@@ -313,3 +318,75 @@ def test_fixed_predictor_lr_keeps_its_group_at_the_initial_lr(tmp_path):
     trained = {id(p) for g in opt.param_groups for p in g["params"]}
     assert trained == {id(p) for p in method.parameters() if p.requires_grad}  # the frozen projector bias is not
     assert not method.student.projector[6].bias.requires_grad                  # trained (official builder.py)
+
+
+# One float64 SimSiam step against the official code (facebookresearch/simsiam at a7bc177, simsiam/builder.py), run
+# from a checkout the tester points CGH_SIMSIAM_REF at (none of it is in this repository; like
+# benchmarks/authors_step.py's --authors checkout): git clone https://github.com/facebookresearch/simsiam
+SIMSIAM_REF = os.environ.get("CGH_SIMSIAM_REF", "")
+
+
+class _TorchvisionStyle(nn.Module):
+    """What the official builder expects of ``base_encoder(num_classes=dim, zero_init_residual=True)``: a network
+    with an ``fc`` that it replaces by its projector, and a forward that returns fc(pooled features)."""
+
+    def __init__(self, num_classes, zero_init_residual):
+        super().__init__()
+        from cgh.backbone import build_backbone
+
+        self.net = build_backbone("resnet18", "cifar", 16, 0, 1, zero_init_residual)
+        self.fc = nn.Linear(self.net.num_features, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.net.pool(self.net(x).layer4))
+
+
+@pytest.mark.skipif(not SIMSIAM_REF, reason="set CGH_SIMSIAM_REF to a checkout of facebookresearch/simsiam")
+def test_one_simsiam_step_equals_the_official_code_in_float64():
+    from cgh.schedule import build_optimizer
+
+    spec = importlib.util.spec_from_file_location("simsiam_builder", Path(SIMSIAM_REF) / "simsiam" / "builder.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    torch.manual_seed(0)
+    ref = builder.SimSiam(_TorchvisionStyle, dim=16, pred_dim=8).double()
+    cfg = small_cfg("simsiam", feat_dim=16, hid_dim=ref.encoder.net.num_features, pred_hid_dim=8, fix_pred_lr=True)
+    cfg.optim.weight_decay, cfg.optim.wd_exclude_norm_bias = 1e-4, False  # main_simsiam.py: wd on every parameter
+    ours = build_method(cfg).double()
+    pairs = [(ours.student.backbone, ref.encoder.net), (ours.student.projector, ref.encoder.fc),
+             (ours.predictor, ref.predictor)]
+    for mine, theirs in pairs:
+        mine.load_state_dict(theirs.state_dict())
+    x1, x2 = (v.double() for v in views())
+    init_lr, cur_lr = 0.05 * SMALL_BATCH / 256, 0.007  # a scheduled lr below init_lr: the fixed group must keep init
+
+    # main_simsiam.py: the optimiser (--fix-pred-lr), adjust_learning_rate, the loss line and the step
+    opt_ref = torch.optim.SGD([{"params": ref.encoder.parameters(), "fix_lr": False},
+                               {"params": ref.predictor.parameters(), "fix_lr": True}], init_lr, momentum=0.9,
+                              weight_decay=1e-4)
+    for g in opt_ref.param_groups:
+        g["lr"] = init_lr if g["fix_lr"] else cur_lr
+    p1, p2, z1, z2 = ref(x1, x2)
+    criterion = nn.CosineSimilarity(dim=1)
+    loss_ref = -(criterion(p1, z2).mean() + criterion(p2, z1).mean()) * 0.5
+    opt_ref.zero_grad()
+    loss_ref.backward()
+
+    opt = build_optimizer(ours, cfg.optim, init_lr)
+    for g in opt.param_groups:  # as cgh.train does
+        g["lr"] = init_lr if g.get("fixed_lr") else cur_lr
+    loss, _ = ours([x1, x2], momentum=0.99)
+    opt.zero_grad()
+    loss.backward()
+
+    assert abs(loss.item() - loss_ref.item()) < 1e-10
+    for mine, theirs in pairs:
+        for (name, a), (_, b) in zip(mine.named_parameters(), theirs.named_parameters(), strict=True):
+            assert (a.grad is None) == (b.grad is None), name
+            if a.grad is not None:
+                torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10, msg=name)
+    opt_ref.step()
+    opt.step()
+    for mine, theirs in pairs:
+        for (name, a), (_, b) in zip(mine.state_dict().items(), theirs.state_dict().items(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=name)
