@@ -119,11 +119,13 @@ def assert_same_state(a, b):
         assert torch.equal(pa["momentum_buffer"], pb["momentum_buffer"])
 
 
+# BYOL covers a target with a cosine EMA and LARS's state (SimCLR's state is a student and LARS: nothing more), SimSiam
+# the fixed-lr predictor group; two more runs rather than three keep the suite inside its time budget
 @pytest.mark.parametrize("split,method", [("mid-epoch", "cgh"), ("epoch-boundary", "cgh"), ("mid-epoch", "byol"),
-                                          ("mid-epoch", "simsiam"), ("mid-epoch", "simclr")])
+                                          ("mid-epoch", "simsiam")])
 def test_resume_is_exact(tmp_path, split, method):
     """N steps straight == N/2 steps, then resume, then N/2 steps: weights, queues, optimizer, losses (BYOL: its
-    target and cosine EMA, and LARS; SimSiam: its fixed-lr predictor)."""
+    target, cosine EMA and LARS; SimSiam: its fixed-lr predictor)."""
     extra = ["optim.epochs=3", "optim.warmup_epochs=1", f"method.name={method}",
              "aug.teacher_view=" + ("weak" if method == "cgh" else "strong")]
     straight = tmp_path / "straight"
