@@ -1,6 +1,7 @@
-"""Time of one training step of supervised training, MoCo-v2, ReSSL and CGH on the same backbone and batch,
-relative to supervised, as the supplementary's Table 3 compares them (its figures: MoCo-v2 1.62, ReSSL 1.62,
-CGH 2.01). Target for this project: CGH / ReSSL <= 1.15 for ResNet-18 (CIFAR stem), batch 64, 32 x 32, on the CPU.
+"""Time of one training step of supervised training, MoCo-v2, ReSSL, BYOL, SimSiam, SimCLR and CGH on the same backbone
+and batch, relative to supervised, as the supplementary's Table 3 compares them (its figures: MoCo-v2 1.62, ReSSL 1.62,
+BYOL 2.90, CGH 2.01). Target for this project: CGH / ReSSL <= 1.15 for ResNet-18 (CIFAR stem), batch 64, 32 x 32, on
+the CPU.
 
     python benchmarks/training_cost.py                      # the target setting (cifar10 preset), 20 rounds
     python benchmarks/training_cost.py --config imagenet --image-size 224 --batch-size 32 --device cuda

@@ -2,6 +2,8 @@
 
 - ``np_log_softmax``, ``np_relation``, ``np_info_nce``: the loss equations of docs/method.md#losses, in float64 NumPy
   (tests/unit/test_losses.py, tests/unit/test_methods.py).
+- ``np_byol``, ``np_mean_cos``, ``np_nt_xent``: BYOL's, SimSiam's and SimCLR's losses from the papers' equations, with
+  loops over rows and explicit logarithms (tests/unit/test_methods.py, tests/unit/test_losses.py).
 - ``torchvision_resized_crop``: torchvision's ``resized_crop`` on a tensor, box by box (tests/unit/test_augment.py).
 - ``torchvision_crop_params``: torchvision's ``RandomResizedCrop.get_params``, drawing from torch's RNG as it does
   (tests/unit/data/test_decode.py compares the distribution of cgh's NumPy-driven boxes with it).
@@ -43,6 +45,35 @@ def np_info_nce(q, k, queue, tau):
     """docs/method.md#infonce-warmup: CE_onehot([q.k, q.Q] / tau, label 0)."""
     logits = np.concatenate([(q * k).sum(1, keepdims=True), q @ queue.T], axis=1) / tau
     return float(-np_log_softmax(logits)[:, 0].mean())
+
+
+def _unit(x):
+    return x / np.sqrt((x * x).sum(axis=1, keepdims=True))
+
+
+def np_byol(p, z):
+    """BYOL eq. 2: mean over rows of || p/|p| - z/|z| ||^2 (one direction), written as the squared distance."""
+    d = _unit(p) - _unit(z)
+    return float(np.mean([(row * row).sum() for row in d]))
+
+
+def np_mean_cos(p, z):
+    """SimSiam eq. 1 (without its sign): the mean over rows of p_n . z_n / (|p_n| |z_n|)."""
+    return float(np.mean([a @ b / math.sqrt((a @ a) * (b @ b)) for a, b in zip(p, z, strict=True)]))
+
+
+def np_nt_xent(z1, z2, tau):
+    """SimCLR eq. 1 over the 2N views, row by row: l(i, j) = -sim(i, j)/tau + log sum_{k != i} exp(sim(i, k)/tau),
+    averaged over all 2N anchors (both directions, the paper's L = 1/2N sum_k [l(2k-1, 2k) + l(2k, 2k-1)])."""
+    z = _unit(np.concatenate([z1, z2]))
+    n = z1.shape[0]
+    total = 0.0
+    for i in range(2 * n):
+        j = (i + n) % (2 * n)
+        sims = [z[i] @ z[k] / tau for k in range(2 * n) if k != i]
+        top = max(sims)
+        total += -(z[i] @ z[j] / tau) + top + math.log(sum(math.exp(s - top) for s in sims))
+    return total / (2 * n)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

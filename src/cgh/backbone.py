@@ -67,8 +67,10 @@ def _split_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, s: i
         return _ChannelsLastSplitBN.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, s, momentum, bn.eps)
     running_mean, running_var = bn.running_mean.repeat(s), bn.running_var.repeat(s)  # (S*C,)
     # (N, C, ...) -> (N/S, S*C, ...): row n*S + j lands in channel block j, i.e. split j = rows j, j+S, ...
+    affine = bn.weight is not None  # a BN without affine parameters (SimSiam's projector output) has none to repeat
     out = F.batch_norm(x.contiguous().view(n // s, s * c, *x.shape[2:]), running_mean, running_var,
-                       bn.weight.repeat(s), bn.bias.repeat(s), True, momentum, bn.eps)
+                       bn.weight.repeat(s) if affine else None, bn.bias.repeat(s) if affine else None, True,
+                       momentum, bn.eps)
     with torch.no_grad():
         bn.running_mean.copy_(running_mean.view(s, c).mean(0))
         bn.running_var.copy_(running_var.view(s, c).mean(0))

@@ -15,7 +15,7 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
     check = _Checker()
     m, mo, d, o, t, a = cfg.method, cfg.model, cfg.data, cfg.optim, cfg.train, cfg.aug
     from cgh.backbone import ARCHS, STAGE_NAMES, STEMS  # the tables that define the choices
-    from cgh.methods import METHODS
+    from cgh.methods import METHODS, QUEUE_METHODS
     from cgh.schedule import LR_SCHEDULES
     from cgh.views import aug_problems
 
@@ -35,6 +35,8 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
                    f"'auto' or {own_view!r}: {m.name}'s teacher view is {own_view} (cgh.methods); set "
                    f"aug.teacher_view=auto")
     check.choice("optim.schedule", o.schedule, LR_SCHEDULES)
+    check.choice("optim.algorithm", o.algorithm, ("sgd", "lars"))
+    check.positive("optim.lars_eta", o.lars_eta)
     check.choice("train.amp", t.amp, ("auto", "none", "bf16", "fp16"))
     check.choice("train.knn_features", t.knn_features, ("backbone", "projection"))
     check.choice("data.corrupt", d.corrupt, ("skip", "error"))
@@ -43,7 +45,7 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
         check.positive(f"method.{key}", getattr(m, key))
     check.positive("optim.lr", o.lr)
     check.positive("train.knn_t", t.knn_t)
-    for key in ("feat_dim", "hid_dim", "hyper_dim", "queue_size"):
+    for key in ("feat_dim", "hid_dim", "hyper_dim", "queue_size", "pred_hid_dim"):
         check.positive(f"method.{key}", getattr(m, key))
     for key in ("epochs", "batch_size", "lr_ref_batch"):
         check.positive(f"optim.{key}", getattr(o, key))
@@ -82,9 +84,11 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
         if s not in STAGE_NAMES:
             check.fail("method.hyper_layers", m.hyper_layers,
                        f"names from {list(STAGE_NAMES)}; {s!r} is not a stage" + _suggest(s, STAGE_NAMES))
-    if m.num_local and m.name == "mocov2":
-        check.fail("method.num_local", m.num_local, "0 for mocov2 (multi-crop is defined for ReSSL and CGH); set "
+    if m.num_local and m.name not in ("ressl", "cgh"):
+        check.fail("method.num_local", m.num_local, f"0 for {m.name} (multi-crop is defined for ReSSL and CGH); set "
                                                     "method.num_local=0, or method.name=ressl or cgh")
+    if m.fix_pred_lr and m.name not in ("simsiam", "byol"):
+        check.fail("method.fix_pred_lr", m.fix_pred_lr, f"false for {m.name}: only SimSiam and BYOL have a predictor")
     if m.num_local > 4:
         check.fail("method.num_local", m.num_local, "at most 4 (docs/method.md#multi-crop-views defines four local "
                                                     "crop sizes); e.g. method.num_local=4")
@@ -110,7 +114,7 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
         check.fail("model.bn_splits", mo.bn_splits,
                    f"a divisor of the per-process batch ({per_process} = optim.batch_size / processes); e.g. "
                    f"model.bn_splits={divisor}")
-    if o.batch_size > 0 and m.queue_size % o.batch_size:
+    if o.batch_size > 0 and m.queue_size % o.batch_size and m.name in QUEUE_METHODS:
         check.fail("method.queue_size", m.queue_size,
                    f"a multiple of the global batch optim.batch_size ({o.batch_size}); e.g. "
                    f"method.queue_size={max(1, round(m.queue_size / o.batch_size)) * o.batch_size}")

@@ -83,11 +83,16 @@ class ModelConfig:
 @dataclass
 class MethodConfig:
     name: str = "cgh"
-    """cgh, ressl or mocov2."""
+    """cgh, ressl, mocov2, byol, simsiam or simclr."""
     feat_dim: int = 512
     """Output of the global projection head (docs/method.md#global-head: 512)."""
     hid_dim: int = 4096
     """Hidden width of the projection MLPs (docs/method.md#global-head: 4096)."""
+    pred_hid_dim: int = 4096
+    """BYOL and SimSiam: hidden width of the predictor MLP (BYOL Sec. 3.3: 4096; SimSiam's official code: 512)."""
+    fix_pred_lr: bool = False
+    """SimSiam: keep the predictor at the initial (scaled) learning rate while the rest follows the schedule (the
+    official main_simsiam.py's --fix-pred-lr, which its README's recipe uses)."""
     head_bn: bool = False
     """BatchNorm after the hidden layer of the projection MLPs (global and hypercolumn), as in MoCo v3, BYOL and
     solo-learn's ReSSL. The authors' heads have none (docs/method.md#global-head): off in the paper presets. The demo
@@ -103,7 +108,8 @@ class MethodConfig:
     momentum_schedule: str = "constant"
     """'constant' (the authors) or 'cosine' (m rises to 1 along a cosine over training, BYOL-style)."""
     temperature: float = 0.2
-    """InfoNCE temperature: MoCo-v2's loss and CGH's warm-up terms (docs/method.md#infonce-warmup: 0.2)."""
+    """InfoNCE temperature: MoCo-v2's loss and CGH's warm-up terms (docs/method.md#infonce-warmup: 0.2); SimCLR's
+    NT-Xent temperature (SimCLR: 0.1 on ImageNet, 0.5 on CIFAR-10)."""
     temp_teacher_global: float = 0.04
     """tau_t of the global teacher's relations (docs/method.md#cross-context-losses: hard-coded 0.04 in the authors'
     loss; ReSSL's value)."""
@@ -192,6 +198,12 @@ class OptimConfig:
     lr_ref_batch: int = 256
     """Reference batch of the linear lr scaling rule (docs/method.md#imagenet-recipe: 256)."""
     momentum: float = 0.9
+    algorithm: str = "sgd"
+    """'sgd' (the authors, MoCo, ReSSL, SimSiam) or 'lars' (BYOL, SimCLR: SGD with momentum whose update of each
+    parameter is scaled by lars_eta * |w| / |g + wd w|, cgh.lars). Under LARS the parameters that wd_exclude_norm_bias
+    exempts from weight decay are exempt from the scaling too, as in BYOL's and SimCLR's code."""
+    lars_eta: float = 0.001
+    """LARS trust coefficient (BYOL and SimCLR: 1e-3)."""
     weight_decay: float = 1e-4
     """docs/method.md#imagenet-recipe: 1e-4 on ImageNet; 5e-4 in the small-data recipe
     (docs/method.md#small-datasets)."""

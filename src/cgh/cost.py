@@ -5,6 +5,10 @@ The paper times one ImageNet epoch of each method on 2 A100s (Table 3: supervise
 BYOL 2.90, CGH 2.01). Here one optimisation step is timed on the same backbone, batch and device for each method:
 forward, backward, optimizer step, and for the self-supervised methods the EMA update, teacher forward and queue
 push. Augmentation is excluded (the views are generated once), so the numbers compare the models, not the loaders.
+Every method gets the same heads (the config's hid_dim -> feat_dim projector; BYOL's and SimSiam's predictors of
+hid_dim) and plain SGD, so that the ratios measure the methods' structure (BYOL, SimSiam and SimCLR pass both views
+through the network with gradients: the supplementary's "symmetric loss, 2x FLOPs" rows), not their head sizes or
+optimisers. The paper has no SimSiam or SimCLR row in Table 3.
 
 Measurements interleave the methods round by round (supervised, mocov2, ressl, cgh, supervised, ...) so that a
 slow patch of a shared machine hits every method alike; each method's figure is the median over rounds, and only
@@ -27,11 +31,12 @@ from cgh.backbone import build_backbone
 from cgh.config import Config, resolve_bn_mode
 from cgh.methods import build_method
 from cgh.runtime import resolve_device
-from cgh.schedule import param_groups
+from cgh.schedule import build_optimizer
 
 # Supplementary Table 3 (time per epoch relative to supervised, ResNet-50, ImageNet, 2 A100 GPUs, batch 256).
-PAPER_TABLE3 = {"supervised": 1.00, "mocov2": 1.62, "ressl": 1.62, "cgh": 2.01}
-METHOD_NAMES = ("supervised", "mocov2", "ressl", "cgh")
+PAPER_TABLE3 = {"supervised": 1.00, "mocov2": 1.62, "ressl": 1.62, "byol": 2.90, "cgh": 2.01}
+METHOD_NAMES = ("supervised", "mocov2", "ressl", "byol", "simsiam", "simclr", "cgh")
+SYMMETRIC = ("byol", "simsiam", "simclr")  # compared with MoCo-v2 (the paper: BYOL 2.90 / MoCo-v2 1.62 = 1.79)
 
 
 class Supervised(nn.Module):
@@ -70,9 +75,9 @@ def _step_fn(name: str, cfg: Config, device: torch.device, views: list[torch.Ten
         c = copy.deepcopy(cfg)
         c.method.name = name  # a no-op for the configs of method_configs, which name it already
         model = build_method(c, 1, steps_per_epoch=1).to(device)
-    o = cfg.optim
-    opt = torch.optim.SGD(param_groups(model.student, o.weight_decay, o.wd_exclude_norm_bias), lr=1e-3,
-                          momentum=o.momentum)
+    o = copy.deepcopy(cfg.optim)
+    o.algorithm = "sgd"  # one optimiser for every method (LARS's norms would add their own cost)
+    opt = build_optimizer(model, o, 1e-3)
     model.train()
 
     def run_step() -> None:
@@ -137,6 +142,8 @@ def measure(cfg: Config, methods=METHOD_NAMES, batch_size: int = 64, warmup: int
     return {
         "rows": rows,
         "cgh_over_ressl": median["cgh"] / median["ressl"] if {"cgh", "ressl"} <= set(median) else None,
+        "over_mocov2": {name: median[name] / median["mocov2"] for name in SYMMETRIC + ("cgh",)
+                        if name in median and "mocov2" in median},
         "protocol": {"arch": cfg.model.arch, "stem": cfg.model.stem, "width": cfg.model.width,
                      "image_size": size, "batch_size": batch_size, "device": str(dev),
                      "bn_mode": resolve_bn_mode(cfg.model.bn_mode, 1), "bn_splits": cfg.model.bn_splits,
@@ -167,4 +174,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"| {r['method']} | {r['step_ms']:.1f} | {r['images_per_s']:.0f} | {rel} | {paper} |")
     if result["cgh_over_ressl"] is not None:
         lines += ["", f"CGH / ReSSL = {result['cgh_over_ressl']:.3f} (paper: 2.01 / 1.62 = 1.24)"]
+    for name, ratio in result.get("over_mocov2", {}).items():
+        paper = PAPER_TABLE3.get(name)
+        lines.append(f"{name} / MoCo-v2 = {ratio:.3f}" + (f" (paper: {paper:.2f} / 1.62 = {paper / 1.62:.2f})"
+                                                          if paper else " (not in the paper's Table 3)"))
     return "\n".join(lines)

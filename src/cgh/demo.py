@@ -48,7 +48,8 @@ from cgh.wording import counted
 DEMO_DATASETS = {"synthetic": [], "digits": ["data.name=digits", "method.queue_size=512", "optim.epochs=40",
                                              "train.knn_every=5"]}
 
-DEMO_METHODS = ("cgh", "ressl", "mocov2")  # pretrained in this order, each against the same random init
+DEMO_METHODS = ("cgh", "ressl", "mocov2")  # pretrained in this order, each against the same random init (the default)
+ALL_METHODS = (*DEMO_METHODS, "byol", "simsiam", "simclr")  # what --methods may add
 # The report's nearest-neighbour grid of each method: this many test images, each with its k nearest training images.
 NEIGHBOUR_QUERIES, NEIGHBOUR_K = 6, 8
 
@@ -73,10 +74,15 @@ def demo_config(quick: bool, seed: int, overrides: list[str], dataset: str = "sy
     return cfg
 
 
-def method_config(base: Config, method: str, run_dir: Path) -> Config:
+def method_config(base: Config, method: str, run_dir: Path, recipe: Config | None = None) -> Config:
     """The demo config for one method: the same data, model, budget and seed (each method brings its own views,
-    ``aug.teacher_view=auto``)."""
+    ``aug.teacher_view=auto``). ``recipe``: the demo config loaded with ``method.name=method`` (the preset's
+    ``recipes:`` entry, then the same overrides), whose method and optimiser sections replace the base's: BYOL, SimSiam
+    and SimCLR need their own heads and optimiser (cgh/configs/demo.yaml); the others have no entry and keep the
+    base's."""
     cfg = copy.deepcopy(base)
+    if recipe is not None:
+        cfg.method, cfg.optim, cfg.recipe = copy.deepcopy(recipe.method), copy.deepcopy(recipe.optim), recipe.recipe
     cfg.method.name = method
     cfg.out_dir = str(run_dir)
     return cfg
@@ -176,7 +182,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
              log=print, seeds: int = 1, dataset: str = "synthetic") -> dict[str, Any]:
     """Run the whole demo into ``out`` for the training seeds seed, seed+1, ..., seed+seeds-1; returns the results
     written to results.json."""
-    from cgh.cost import measure
+    from cgh.cost import METHOD_NAMES, measure
     from cgh.demo_report import DATASET_TITLES
     from cgh.evaluate.plot import plot_curves
     from cgh.evaluate.tsne import tsne_figure
@@ -205,7 +211,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
         log(f"[1/{n_steps}] pretraining {METHOD_LABELS[name]}{where} ({i + 1}/{n * len(methods)})", flush=True)
         t0 = time.time()
         run_dir = out / "runs" / run_name(name, s, n)
-        pretrain(method_config(configs[s], name, run_dir), overwrite=True)
+        recipe = demo_config(quick, seed, [f"method.name={name}", *(overrides or [])], dataset)
+        pretrain(method_config(configs[s], name, run_dir, recipe), overwrite=True)
         timings[f"pretrain {run_name(name, s, n)}"] = time.time() - t0
         encoders[s].append(Encoder(name, load_backbone(run_dir / "checkpoints" / "last.pt"), run_dir))
 
@@ -254,7 +261,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
     if cost:
         log(f"[4/{n_steps}] training cost per step relative to supervised training", flush=True)
         t0 = time.time()
-        cost_result = measure(cfg, batch_size=cfg.optim.batch_size, warmup=2, repeats=3 if quick else 8,
+        cost_result = measure(cfg, ("supervised", *(m for m in METHOD_NAMES if m in methods)),
+                              batch_size=cfg.optim.batch_size, warmup=2, repeats=3 if quick else 8,
                               device=cfg.train.device)
         timings["training cost"] = time.time() - t0
 

@@ -21,7 +21,8 @@ from cgh.config import Config, to_yaml
 from cgh.cost import format_table
 from cgh.wording import counted
 
-METHOD_LABELS = {"random": "random init", "mocov2": "MoCo-v2", "ressl": "ReSSL", "cgh": "CGH"}
+METHOD_LABELS = {"random": "random init", "mocov2": "MoCo-v2", "ressl": "ReSSL", "cgh": "CGH", "byol": "BYOL",
+                 "simsiam": "SimSiam", "simclr": "SimCLR"}
 METRICS = ("knn_top1", "linear_global", "linear_hypercolumn", "nmi", "cluster_acc")
 METRIC_LABELS = {"knn_top1": "kNN", "linear_global": "linear (global)", "linear_hypercolumn": "linear (hypercolumn)",
                  "nmi": "k-means NMI", "cluster_acc": "k-means acc."}

@@ -199,3 +199,38 @@ def all_gather_varlen(x: torch.Tensor) -> torch.Tensor:
     padded[: x.shape[0]] = x
     gathered = all_gather(padded)  # (W*max, ...)
     return torch.cat([gathered[i * max(sizes) : i * max(sizes) + s] for i, s in enumerate(sizes)])
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward returns this process's slice of the gradient summed over processes: every
+    process's loss that used this process's rows sends its gradient back to them (a plain all_gather drops it)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(out, x.contiguous())
+        return torch.cat(out)  # (W*N, ...) rank-major
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        n = grad.shape[0] // world_size()
+        return grad[rank() * n : (rank() + 1) * n]
+
+
+def gather_rows_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """``gather_rows`` with gradient: the global batch (W*b, ...) in global row order, differentiable with respect to
+    this process's rows ``x`` (b, ...) through every process's use of them (SimCLR's negatives,
+    cgh.methods.simclr). Under DDP, which averages gradients over processes, a loss averaged over each process's
+    own rows then has the gradient of the global mean. On one process: ``x`` itself."""
+    w = world_size()
+    if w == 1:
+        return x
+    gathered = _AllGatherWithGrad.apply(x)  # (W*b, ...) rank-major
+    return gathered.view(w, x.shape[0], *x.shape[1:]).transpose(0, 1).reshape(-1, *x.shape[1:])
+
+
+def global_row_index(n: int, device: torch.device) -> torch.Tensor:
+    """Positions of this process's ``n`` rows in the global batch of ``gather_rows``: r, r + W, r + 2W, ..."""
+    return torch.arange(n, device=device) * world_size() + rank()

@@ -1,9 +1,10 @@
 """Losses as pure functions on tensors (docs/method.md#losses). No buffers, no queue mutation, no hidden normalisation.
 
 All maths runs in float32 with autocast disabled, whatever the caller's autocast state: the relation softmaxes use
-temperatures as low as 0.04, which bf16/fp16 logits cannot resolve.
+temperatures as low as 0.04, which bf16/fp16 logits cannot resolve. The losses of BYOL, SimSiam and SimCLR keep float64
+inputs in float64 (the tests compare them with the papers' equations to 1e-10).
 
-Shapes: N rows (the batch), D feature dimension, K queue slots.
+Shapes: N rows (the batch), D feature dimension, K queue slots, M rows of the global batch (over processes).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def _float32(x: torch.Tensor):
     if torch.is_autocast_enabled(x.device.type):
         return torch.autocast(device_type=x.device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or as it is when already float32 or float64 (so that float64 tests compute in float64)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def relation_logits(z: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
@@ -73,6 +79,58 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) 
         logits = torch.cat([pos, neg], dim=1) / tau  # (N, 1 + K)
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return F.cross_entropy(logits, labels)
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, z) = - mean_n cos(p_n, sg(z_n)) (Chen and He, CVPR 2021, eq. 1; the official main_simsiam.py
+    uses nn.CosineSimilarity(dim=1) on the detached z). p, z: (N, D), not normalised. Returns a scalar in [-1, 1]."""
+    _same_rows("negative_cosine", p, z)
+    with _float32(p):
+        return -F.cosine_similarity(_wide(p), _wide(z.detach()), dim=1).mean()
+
+
+def byol_regression(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's loss of one direction: mean_n || p_n/|p_n| - sg(z_n)/|z_n| ||^2 = mean_n (2 - 2 cos(p_n, z_n))
+    (Grill et al., NeurIPS 2020, eq. 2; deepmind-research byol/utils/helpers.py regression_loss, averaged over the
+    batch in byol/byol_experiment.py). p: online prediction, z: target projection (detached), (N, D). A scalar in
+    [0, 4]."""
+    _same_rows("byol_regression", p, z)
+    with _float32(p):
+        return (2 - 2 * torch.einsum(PAIRWISE, F.normalize(_wide(p), dim=1),
+                                     F.normalize(_wide(z.detach()), dim=1))).mean()
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float, all1: torch.Tensor | None = None,
+            all2: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
+    """SimCLR's NT-Xent over 2M candidates (Chen et al., ICML 2020, eq. 1, both directions: the loss of each of the
+    2N local anchors, averaged).
+
+        anchor a in {z1_n, z2_n}, candidates {all1_m, all2_m}: l(a) = - log( exp(cos(a, pos)/tau) /
+                                                                      sum_{c != a} exp(cos(a, c)/tau) )
+
+    z1, z2: (N, D) the two views of this process's rows (L2-normalised here); all1, all2: (M, D) the two views of the
+    global batch, gathered *with* gradient (cgh.dist.gather_rows_with_grad), and index: (N,) the positions of this
+    process's rows in it. Without them the batch is its own (M = N). An anchor's positive is the other view of its
+    image; its own entry (self-similarity) is masked out, leaving 2M - 2 negatives. A scalar.
+    """
+    _same_rows("nt_xent", z1, z2)
+    if all1 is None:
+        all1, all2, index = z1, z2, torch.arange(z1.shape[0], device=z1.device)
+    m = all1.shape[0]
+    with _float32(z1):
+        anchors = F.normalize(_wide(torch.cat([z1, z2])), dim=1)  # (2N, D)
+        cands = F.normalize(_wide(torch.cat([all1, all2])), dim=1)  # (2M, D)
+        logits = torch.einsum(AGAINST_QUEUE, anchors, cands) / tau  # (2N, 2M)
+        own = torch.cat([index, index + m])  # (2N,) each anchor's own column
+        pos = torch.cat([index + m, index])  # (2N,) the other view of the same image
+        logits = logits.masked_fill(F.one_hot(own, 2 * m).bool(), float("-inf"))  # no self-similarity
+        return F.cross_entropy(logits, pos)
+
+
+def _same_rows(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"{name} expects two (N, D) tensors of equal shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
 
 
 def cgh_loss_weights(step: int, warmup_steps: int) -> tuple[float, float, float]:

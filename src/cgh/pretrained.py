@@ -165,6 +165,8 @@ def load_backbone(path: str | os.PathLike, which: str = "student", map_location:
         check_checkpoint(obj, path)
         model_sd = obj["model"]
         cfg = config_from_dict(obj["config"], origin=str(path))
+        if which == "teacher" and not any(k.startswith("teacher.") for k in model_sd):
+            which = "student"  # SimSiam, SimCLR: no momentum encoder, the target branch is the student itself
         info.update(format=FORMAT, method=obj["method"], arch=obj.get("arch"), epoch=obj.get("epoch"),
                     step=obj.get("step"), epoch_step=obj.get("epoch_step", 0), which=which)
         sd = _strip(model_sd, f"{which}.backbone.")

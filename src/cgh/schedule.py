@@ -4,6 +4,7 @@
                               authors, docs/method.md#lr-schedule, or per epoch as MoCo), step or constant
     momentum_at(...)          the teacher's EMA momentum: constant (the authors) or cosine to 1 (BYOL)
     param_groups(...)         decayed / non-decayed trainable parameters, by module type
+    build_optimizer(...)      SGD or LARS on a method's trainable parameters (student and predictor)
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import nn
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -47,18 +49,45 @@ def momentum_at(base: float, schedule: str, step: int, total_steps: int) -> floa
     raise ValueError(f"unknown momentum schedule {schedule!r}; expected 'constant' or 'cosine'")
 
 
-def param_groups(module: nn.Module, weight_decay: float, exclude_norm_bias: bool) -> list[dict[str, Any]]:
+def param_groups(module: nn.Module, weight_decay: float, exclude_norm_bias: bool, fixed: nn.Module | None = None
+                 ) -> list[dict[str, Any]]:
     """Trainable parameters split into decayed and non-decayed groups, by module type (docs/method.md#quirk-weight-
     decay: the authors' name match missed the downsample and hypercolumn-head BN weights). Frozen (teacher)
-    parameters are left out."""
-    decay, no_decay = [], []
+    parameters are left out. The non-decayed group is marked ``lars: False`` (cgh.lars skips its adaptation). The
+    parameters of ``fixed`` (a submodule: SimSiam's predictor with ``fix_pred_lr``) get groups of their own marked
+    ``fixed_lr: True``, which the training loop keeps at the initial lr."""
+    fixed_ids = {id(p) for p in fixed.parameters()} if fixed is not None else set()
+    buckets: dict[tuple[bool, bool], list] = {(lr_fixed, skip): [] for lr_fixed in (False, True)
+                                              for skip in (False, True)}
     for mod in module.modules():
         for name, p in mod.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
             skip = exclude_norm_bias and (isinstance(mod, NORM_TYPES) or name == "bias")
-            (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+            buckets[(id(p) in fixed_ids, skip)].append(p)
+    groups = []
+    for (lr_fixed, skip), params in buckets.items():
+        if not params and (lr_fixed or skip):
+            continue
+        group: dict[str, Any] = {"params": params, "weight_decay": 0.0 if skip else weight_decay}
+        if skip:
+            group["lars"] = False
+        if lr_fixed:
+            group["fixed_lr"] = True
+        groups.append(group)
     return groups
+
+
+def build_optimizer(method: nn.Module, optim_cfg, lr: float) -> torch.optim.Optimizer:
+    """The pretraining optimiser (``optim.algorithm``: 'sgd' or 'lars') on the student's and, where the method has
+    one, the predictor's trainable parameters (the teacher is frozen), with ``optim.weight_decay`` and its exclusions
+    (``optim.wd_exclude_norm_bias``, which under LARS also exempts those parameters from the adaptation)."""
+    from cgh.lars import LARS
+
+    o, predictor = optim_cfg, getattr(method, "predictor", None)
+    fixed = predictor if getattr(getattr(method, "cfg", None), "fix_pred_lr", False) else None
+    trainable = nn.ModuleList([method.student] + ([predictor] if predictor is not None else []))
+    groups = param_groups(trainable, o.weight_decay, o.wd_exclude_norm_bias, fixed)
+    if o.algorithm == "lars":
+        return LARS(groups, lr=lr, momentum=o.momentum, eta=o.lars_eta)
+    return torch.optim.SGD(groups, lr=lr, momentum=o.momentum)

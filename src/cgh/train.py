@@ -44,7 +44,7 @@ from cgh.run import EpochMeter, NonFiniteLossError, Run, RunResult  # noqa: F401
 from cgh.rundir import MetricsLog, StopSignal, default_run_dir, drop_records_after, prepare_run_dir, refuse_run_dir
 from cgh.runlock import refuse_if_held
 from cgh.runtime import autocast, resolve_amp, resolve_device
-from cgh.schedule import lr_at, momentum_at, param_groups
+from cgh.schedule import build_optimizer, lr_at, momentum_at, param_groups  # noqa: F401 - re-exported
 from cgh.views import pretrain_views
 from cgh.wording import counted
 
@@ -137,8 +137,7 @@ def _prepare_run(cfg: Config, resume_from, overwrite: bool, on_error: contextlib
         method = method.to(memory_format=torch.channels_last)
     lr = o.lr * o.batch_size / o.lr_ref_batch  # linear scaling on the *global* batch (docs/method.md#imagenet-recipe,
                                                # docs/method.md#quirk-lr-scaling)
-    optimizer = torch.optim.SGD(param_groups(method.student, o.weight_decay, o.wd_exclude_norm_bias), lr=lr,
-                                momentum=o.momentum)
+    optimizer = build_optimizer(method, o, lr)  # SGD or LARS on the student (and a predictor)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     run = Run(cfg, run_dir, device, amp_dtype, method, method, optimizer, scaler, loader, augment, monitor,
               MetricsLog(run_dir / "metrics.jsonl", main, sinks),
@@ -203,8 +202,8 @@ def train_one_epoch(run: Run, epoch: int, first_step: int) -> str:
         data_total += data_time
         lr = lr_at(run.step, run.lr, o.warmup_epochs * spe, run.total_steps, o.schedule,
                    [e * spe for e in o.milestones], spe)
-        for g in run.optimizer.param_groups:
-            g["lr"] = lr
+        for g in run.optimizer.param_groups:  # a fixed-lr group (SimSiam's fix_pred_lr) keeps the initial lr
+            g["lr"] = run.lr if g.get("fixed_lr") else lr
         momentum = momentum_at(cfg.method.momentum, cfg.method.momentum_schedule, run.step, run.total_steps)
 
         with torch.no_grad():

@@ -76,7 +76,7 @@ def test_wrong_types_are_named():
     ("method.temp_teacher_hyper=.nan", r"temp_teacher_hyper = nan"),
     ("method.queue_size=1000", r"method\.queue_size = 1000: expected a multiple of the global batch.*256"),
     ("method.hyper_layers=[layer3,layer5]", r"'layer5' is not a stage"),
-    ("method.name=simclr", r"method\.name = 'simclr'"),
+    ("method.name=swav", r"method\.name = 'swav'"),
     ("model.bn_splits=3", r"model\.bn_splits = 3: expected a divisor of the per-process batch"),
     ("method.momentum=1.5", r"method\.momentum"),
     ("aug.weak_scale=[0.5,0.2]", r"aug\.weak_scale"),
@@ -369,3 +369,29 @@ def test_the_run_directorys_config_says_where_its_values_came_from(tmp_path, cap
     assert header2[-1] == f"#   resumed from  {run / 'checkpoints' / 'last.pt'}: train.max_steps=2"
     assert load_config(str(run / "config.yaml")).train.max_steps == 2
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.algorithm=adam", r"optim\.algorithm = 'adam'"),
+    ("optim.lars_eta=0", r"optim\.lars_eta = 0"),
+    ("method.fix_pred_lr=true", r"method\.fix_pred_lr = True: expected false for cgh"),
+])
+def test_invalid_optimizer_and_predictor_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("cifar10", [override]).validate()
+
+
+def test_the_queue_divisibility_applies_to_queue_methods_only():
+    load_config("cifar10", ["method.name=simclr", "method.queue_size=1000"]).validate()
+    with pytest.raises(ConfigError, match=r"method\.queue_size = 1000"):
+        load_config("cifar10", ["method.name=ressl", "method.queue_size=1000"]).validate()
+
+
+@pytest.mark.parametrize("method", ["byol", "simsiam", "simclr"])
+def test_every_preset_has_a_recipe_with_its_source_for_the_symmetric_methods(method):
+    from cgh.config import preset_names
+
+    for preset in preset_names():
+        cfg = load_config(preset, [f"method.name={method}"])
+        cfg.validate()
+        assert cfg.recipe and cfg.recipe != load_config(preset).recipe, preset

@@ -210,3 +210,21 @@ def test_diagnose_adds_exactly_the_diagnostics_and_changes_nothing(name):
     assert grads_on.keys() == grads_off.keys() and grads_off
     assert all(torch.equal(grads_on[n], grads_off[n]) for n in grads_off)
     assert torch.equal(queue_on, queue_off)
+
+
+@pytest.mark.parametrize("name", ["byol", "simsiam", "simclr"])
+def test_symmetric_methods_report_std_and_rank_and_their_collapse_is_watched_by_the_std(name):
+    """BYOL, SimSiam and SimCLR have no relation target (no entropy, no ln K): their logged diagnostics are the
+    feature std, rank and cos, and the watch flags a collapse by the std alone (SimSiam's failure mode)."""
+    from cgh.diagnostics import CollapseWatch
+    from cgh.methods import METHODS, build_method
+    from tests.helpers import small_cfg, views
+
+    method = build_method(small_cfg(name, pred_hid_dim=24))
+    _, terms = method(views(), momentum=0.99, diagnose=True)
+    assert {k for k in terms if k.partition("_")[2] == "global"} == {"std_global", "rank_global", "cos_global"}
+    watch = CollapseWatch(32, METHODS[name].relation_terms)
+    healthy = {k: float(v) for k, v in terms.items()}
+    assert all(watch.update(s, healthy) is None for s in range(5))
+    collapsed = {**healthy, "std_global": 0.01}
+    assert [watch.update(s, collapsed) is not None for s in range(5, 8)] == [False, False, True]

@@ -46,3 +46,14 @@ def test_momentum_schedules():
     assert momentum_at(0.99, "cosine", 0, 100) == pytest.approx(0.99)
     assert momentum_at(0.99, "cosine", 50, 100) == pytest.approx(0.995)
     assert momentum_at(0.99, "cosine", 100, 100) == pytest.approx(1.0)
+
+
+def test_cosine_momentum_is_byols_closed_form():
+    """BYOL Sec. 3.3: tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, at every step of a run."""
+    import math
+
+    total = 37
+    for base in (0.99, 0.996):
+        for k in range(total + 1):
+            expected = 1 - (1 - base) * (math.cos(math.pi * k / total) + 1) / 2
+            assert abs(momentum_at(base, "cosine", k, total) - expected) < 1e-15

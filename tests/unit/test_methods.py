@@ -1,14 +1,21 @@
 """Each method's shapes and terms, and CGH's loss checked against the equations of docs/method.md#losses (recomputed in
-NumPy: tests/reference.py). The hypercolumn head: tests/unit/test_heads.py."""
+NumPy: tests/reference.py); BYOL's, SimSiam's and SimCLR's losses in float64 against the papers' equations, and one
+SimSiam step against the official code when a checkout of it is given. The hypercolumn head:
+tests/unit/test_heads.py."""
+
+import importlib.util
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from cgh.methods import METHODS, build_method
+from cgh.methods import METHODS, QUEUE_METHODS, build_method
 from tests.helpers import SMALL_BATCH, SMALL_QUEUE, small_cfg, views
-from tests.reference import np_info_nce, np_relation
+from tests.reference import np_byol, np_info_nce, np_mean_cos, np_nt_xent, np_relation
 
 B, K = SMALL_BATCH, SMALL_QUEUE  # the batch of views() and the queue of small_cfg()
 
@@ -20,10 +27,14 @@ def test_forward_backward_and_queue(name):
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(torch.isfinite(v) and not v.requires_grad for v in terms.values())
     loss.backward()
-    assert all(p.grad is None for p in method.teacher.parameters())  # the teacher never receives a gradient
-    assert all(not p.requires_grad for p in method.teacher.parameters())
+    if method.teacher is not method.student:  # SimSiam and SimCLR have no momentum encoder
+        assert all(p.grad is None for p in method.teacher.parameters())  # the teacher never receives a gradient
+        assert all(not p.requires_grad for p in method.teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.backbone.parameters())
-    assert int(method.queue.ptr) == B
+    if name in QUEUE_METHODS:
+        assert int(method.queue.ptr) == B
+    else:
+        assert not any(n.startswith("queue") for n, _ in method.named_buffers())
 
 
 def test_cgh_has_two_queues_in_lockstep_and_hyper_gradients():
@@ -229,3 +240,153 @@ def test_hyper_bn_plain_normalises_the_whole_batch_in_the_hypercolumn_head():
     assert method.state_dict().keys() == split.state_dict().keys()
     loss, _ = method(views(batch=8), momentum=0.99, step=0)
     assert torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# BYOL, SimSiam, SimCLR: the method's loss in float64 equals the paper's equation recomputed from the method's own
+# features (tests/reference.py, written with loops and explicit logarithms)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def float64_method(name, **method):
+    torch.manual_seed(0)
+    m = build_method(small_cfg(name, pred_hid_dim=24, **method)).double()
+    m.shuffle = False  # the recomputation below needs the same BN batches
+    return m
+
+
+def test_byol_loss_equals_the_papers_equation_in_float64():
+    method = float64_method("byol")
+    with torch.no_grad():  # a target that differs from the online network, so that a swapped side shows
+        for p in method.teacher.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    x1, x2 = (v.double() for v in views())
+    loss, terms = method([x1, x2], momentum=1.0)  # m = 1: the target stays as it is
+    with torch.no_grad():
+        p1, p2 = (method.predictor(method.student(x, hyper=False).z).numpy() for x in (x1, x2))
+        t1, t2 = (method.teacher(x, hyper=False).z.numpy() for x in (x1, x2))
+    assert abs(loss.item() - (np_byol(p1, t2) + np_byol(p2, t1))) < 1e-10
+    loss.backward()
+    assert all(p.grad is None for p in method.teacher.parameters())
+    assert method.predictor[0].weight.grad.abs().sum() > 0
+
+
+def test_simsiam_loss_equals_the_papers_equation_in_float64():
+    method = float64_method("simsiam")
+    x1, x2 = (v.double() for v in views())
+    loss, terms = method([x1, x2], momentum=0.5)
+    with torch.no_grad():
+        z1, z2 = (method.student(x, hyper=False).z for x in (x1, x2))
+        p1, p2 = method.predictor(z1).numpy(), method.predictor(z2).numpy()
+    expected = -0.5 * (np_mean_cos(p1, z2.numpy()) + np_mean_cos(p2, z1.numpy()))  # SimSiam eq. 2
+    assert abs(loss.item() - expected) < 1e-10 and terms["simsiam"].item() == loss.item()
+    assert method.teacher is method.student and not any(k.startswith("teacher.") for k in method.state_dict())
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_simclr_loss_equals_the_papers_equation_in_float64(tau):
+    method = float64_method("simclr", temperature=tau)
+    x1, x2 = (v.double() for v in views())
+    loss, _ = method([x1, x2], momentum=0.5)
+    with torch.no_grad():
+        z1, z2 = (method.student(x, hyper=False).z.numpy() for x in (x1, x2))
+    assert abs(loss.item() - np_nt_xent(z1, z2, tau)) < 1e-10
+
+
+def test_simclr_loss_over_a_gathered_batch_equals_the_whole_batch():
+    """The loss of process r's rows against the gathered global batch, averaged over the processes, is the loss of the
+    whole batch (what two processes must compute), and the gradient reaches every row through the negatives."""
+    from cgh.losses import nt_xent
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(8, 5, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64)
+    whole = nt_xent(z1, z2, 0.3)
+    world = 2
+    parts = [nt_xent(z1[r::world], z2[r::world], 0.3, z1, z2, torch.arange(4) * world + r) for r in range(world)]
+    assert abs(torch.stack(parts).mean().item() - whole.item()) < 1e-12
+    assert abs(whole.item() - np_nt_xent(z1.numpy(), z2.numpy(), 0.3)) < 1e-10
+
+
+def test_fixed_predictor_lr_keeps_its_group_at_the_initial_lr(tmp_path):
+    from cgh.schedule import build_optimizer
+
+    cfg = small_cfg("simsiam", pred_hid_dim=24, fix_pred_lr=True)
+    method = build_method(cfg)
+    opt = build_optimizer(method, cfg.optim, 0.1)
+    fixed = [g for g in opt.param_groups if g.get("fixed_lr")]
+    assert {id(p) for g in fixed for p in g["params"]} == {id(p) for p in method.predictor.parameters()}
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in method.parameters() if p.requires_grad}  # the frozen projector bias is not
+    assert not method.student.projector[6].bias.requires_grad                  # trained (official builder.py)
+
+
+# One float64 SimSiam step against the official code (facebookresearch/simsiam at a7bc177, simsiam/builder.py), run
+# from a checkout the tester points CGH_SIMSIAM_REF at (none of it is in this repository; like
+# benchmarks/authors_step.py's --authors checkout): git clone https://github.com/facebookresearch/simsiam
+SIMSIAM_REF = os.environ.get("CGH_SIMSIAM_REF", "")
+
+
+class _TorchvisionStyle(nn.Module):
+    """What the official builder expects of ``base_encoder(num_classes=dim, zero_init_residual=True)``: a network
+    with an ``fc`` that it replaces by its projector, and a forward that returns fc(pooled features)."""
+
+    def __init__(self, num_classes, zero_init_residual):
+        super().__init__()
+        from cgh.backbone import build_backbone
+
+        self.net = build_backbone("resnet18", "cifar", 16, 0, 1, zero_init_residual)
+        self.fc = nn.Linear(self.net.num_features, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.net.pool(self.net(x).layer4))
+
+
+@pytest.mark.skipif(not SIMSIAM_REF, reason="set CGH_SIMSIAM_REF to a checkout of facebookresearch/simsiam")
+def test_one_simsiam_step_equals_the_official_code_in_float64():
+    from cgh.schedule import build_optimizer
+
+    spec = importlib.util.spec_from_file_location("simsiam_builder", Path(SIMSIAM_REF) / "simsiam" / "builder.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    torch.manual_seed(0)
+    ref = builder.SimSiam(_TorchvisionStyle, dim=16, pred_dim=8).double()
+    cfg = small_cfg("simsiam", feat_dim=16, hid_dim=ref.encoder.net.num_features, pred_hid_dim=8, fix_pred_lr=True)
+    cfg.optim.weight_decay, cfg.optim.wd_exclude_norm_bias = 1e-4, False  # main_simsiam.py: wd on every parameter
+    ours = build_method(cfg).double()
+    pairs = [(ours.student.backbone, ref.encoder.net), (ours.student.projector, ref.encoder.fc),
+             (ours.predictor, ref.predictor)]
+    for mine, theirs in pairs:
+        mine.load_state_dict(theirs.state_dict())
+    x1, x2 = (v.double() for v in views())
+    init_lr, cur_lr = 0.05 * SMALL_BATCH / 256, 0.007  # a scheduled lr below init_lr: the fixed group must keep init
+
+    # main_simsiam.py: the optimiser (--fix-pred-lr), adjust_learning_rate, the loss line and the step
+    opt_ref = torch.optim.SGD([{"params": ref.encoder.parameters(), "fix_lr": False},
+                               {"params": ref.predictor.parameters(), "fix_lr": True}], init_lr, momentum=0.9,
+                              weight_decay=1e-4)
+    for g in opt_ref.param_groups:
+        g["lr"] = init_lr if g["fix_lr"] else cur_lr
+    p1, p2, z1, z2 = ref(x1, x2)
+    criterion = nn.CosineSimilarity(dim=1)
+    loss_ref = -(criterion(p1, z2).mean() + criterion(p2, z1).mean()) * 0.5
+    opt_ref.zero_grad()
+    loss_ref.backward()
+
+    opt = build_optimizer(ours, cfg.optim, init_lr)
+    for g in opt.param_groups:  # as cgh.train does
+        g["lr"] = init_lr if g.get("fixed_lr") else cur_lr
+    loss, _ = ours([x1, x2], momentum=0.99)
+    opt.zero_grad()
+    loss.backward()
+
+    assert abs(loss.item() - loss_ref.item()) < 1e-10
+    for mine, theirs in pairs:
+        for (name, a), (_, b) in zip(mine.named_parameters(), theirs.named_parameters(), strict=True):
+            assert (a.grad is None) == (b.grad is None), name
+            if a.grad is not None:
+                torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10, msg=name)
+    opt_ref.step()
+    opt.step()
+    for mine, theirs in pairs:
+        for (name, a), (_, b) in zip(mine.state_dict().items(), theirs.state_dict().items(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=name)

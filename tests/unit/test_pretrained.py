@@ -591,3 +591,29 @@ def test_random_init_errors_say_what_to_give(one_step_runs, capsys, argv, messag
     argv = [str(one_step_runs["mocov2"]) if a == "RUN" else a for a in argv]
     assert main(argv) == 2
     assert re.search(message, one_error_line(capsys.readouterr().err))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("method", ["byol", "simsiam", "simclr"])
+def test_symmetric_methods_checkpoints_load_export_and_evaluate(tmp_path, method, capsys):
+    """A one-step run of BYOL, SimSiam or SimCLR: its checkpoint loads (student; the teacher is BYOL's target, and
+    the student itself for the methods without a momentum encoder), exports to torchvision and serves cgh knn."""
+    import json
+
+    from cgh.cli import main
+
+    run = tmp_path / "run"
+    pretrain(tiny_config(run, f"method.name={method}", "train.max_steps=1", "optim.epochs=1",
+                         "aug.teacher_view=strong"))
+    student = load_backbone(run)
+    teacher = load_backbone(run, which="teacher")
+    assert student.info["method"] == method and student.hyper_head is None
+    assert teacher.info["which"] == ("teacher" if method == "byol" else "student")
+    assert same_features(student, teacher) == (method != "byol")  # BYOL's target has not moved with the student
+    out = tmp_path / "tv.pth"
+    assert main(["export", str(run), "--format", "torchvision", "--out", str(out)]) == 0
+    assert set(torch.load(out, weights_only=True)) >= {"conv1.weight", "layer4.1.bn2.running_var"}
+    capsys.readouterr()
+    assert main(["knn", str(run), "--k", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["metrics"]["5"]["top1"] <= 100 and result["protocol"]["method"] == method

@@ -63,18 +63,25 @@ def test_weight_decay_excludes_norm_layers_and_biases_by_type():
     assert len(param_groups(method.student, 5e-4, False)) == 1
 
 
-@pytest.mark.parametrize("method", ["cgh", "ressl", "mocov2"])
+# each method's lr at batch 64 in the cifar10 preset's recipes: ReSSL's small-data lr 0.06 at 256 (CGH's too), MoCo's
+# 0.06 at 512, BYOL's 1.0 and SimCLR's 0.4 at 256 (solo-learn), SimSiam's 0.03 at 256
+RECIPE_LR = {"cgh": 0.06 / 256, "ressl": 0.06 / 256, "mocov2": 0.06 / 512, "byol": 1.0 / 256, "simsiam": 0.03 / 256,
+             "simclr": 0.4 / 256}
+RECIPE_NAME = {"cgh": "CGH", "ressl": "ReSSL", "mocov2": "MoCo-v2", "byol": "BYOL", "simsiam": "SimSiam",
+               "simclr": "SimCLR"}
+
+
+@pytest.mark.parametrize("method", ["cgh", "ressl", "mocov2", "byol", "simsiam", "simclr"])
 def test_run_writes_its_directory(tmp_path, method, capsys):
     out = tmp_path / "run"
     result = pretrain(tiny_config(out, f"method.name={method}", "optim.epochs=2", "train.knn_every=1",
-                                  "aug.teacher_view=" + ("strong" if method == "mocov2" else "weak")))
+                                  "aug.teacher_view=" + ("weak" if method in ("cgh", "ressl") else "strong")))
     assert result.status == "finished" and result.step == 8 and result.epoch == 2
     assert (out / "config.yaml").exists() and (out / "checkpoints" / "last.pt").exists()
     start = records(out, "start")[0]
     assert start["method"] == method and start["bn_mode"] == "split" and start["global_batch"] == 64
-    # each method's recipe in the cifar10 preset: ReSSL's small-data lr 0.06 at 256 (CGH's too), MoCo's 0.06 at 512
-    assert start["lr"] == pytest.approx(0.06 * 64 / (512 if method == "mocov2" else 256))
-    assert start["recipe"].startswith({"cgh": "CGH", "ressl": "ReSSL", "mocov2": "MoCo-v2"}[method])
+    assert start["lr"] == pytest.approx(RECIPE_LR[method] * 64)
+    assert start["recipe"].startswith(RECIPE_NAME[method])
     epochs = records(out, "epoch")
     assert [r["epoch"] for r in epochs] == [0, 1, 2] and all("knn_top1" in r for r in epochs)
     for r in epochs[1:]:  # the time spent waiting for the loader, summed over the epoch's steps
@@ -112,10 +119,15 @@ def assert_same_state(a, b):
         assert torch.equal(pa["momentum_buffer"], pb["momentum_buffer"])
 
 
-@pytest.mark.parametrize("split", ["mid-epoch", "epoch-boundary"])
-def test_resume_is_exact(tmp_path, split):
-    """N steps straight == N/2 steps, then resume, then N/2 steps: weights, queues, optimizer, losses."""
-    extra = ["optim.epochs=3", "optim.warmup_epochs=1"]
+# BYOL covers a target with a cosine EMA and LARS's state (SimCLR's state is a student and LARS: nothing more), SimSiam
+# the fixed-lr predictor group; two more runs rather than three keep the suite inside its time budget
+@pytest.mark.parametrize("split,method", [("mid-epoch", "cgh"), ("epoch-boundary", "cgh"), ("mid-epoch", "byol"),
+                                          ("mid-epoch", "simsiam")])
+def test_resume_is_exact(tmp_path, split, method):
+    """N steps straight == N/2 steps, then resume, then N/2 steps: weights, queues, optimizer, losses (BYOL: its
+    target, cosine EMA and LARS; SimSiam: its fixed-lr predictor)."""
+    extra = ["optim.epochs=3", "optim.warmup_epochs=1", f"method.name={method}",
+             "aug.teacher_view=" + ("weak" if method == "cgh" else "strong")]
     straight = tmp_path / "straight"
     pretrain(tiny_config(straight, *extra))
     half = 6 if split == "mid-epoch" else 4  # 4 steps per epoch
@@ -511,7 +523,8 @@ def _count_device_moves(monkeypatch, moves: list, caller):
         monkeypatch.setattr(torch, name, made)
 
 
-@pytest.mark.parametrize("method,images", [("cgh", 32), ("ressl", 32), ("mocov2", 32), ("cgh", 48)])
+@pytest.mark.parametrize("method,images", [("cgh", 32), ("ressl", 32), ("mocov2", 32), ("cgh", 48), ("byol", 32),
+                                           ("simsiam", 32), ("simclr", 32)])
 def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch, method, images):
     """Counts every Python-level host read of a tensor (``Tensor.item``, ``float(t)``, ``bool(t)``, ...) during each
     step, by the step it happens in. Only the steps with a log point, an epoch end or a checkpoint may read: the

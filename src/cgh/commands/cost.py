@@ -1,4 +1,5 @@
-"""``cgh cost``: time one training step of supervised, MoCo-v2, ReSSL and CGH (Table 3; cgh.cost)."""
+"""``cgh cost``: time one training step of supervised, MoCo-v2, ReSSL, BYOL, SimSiam, SimCLR and CGH (Table 3;
+cgh.cost)."""
 
 from __future__ import annotations
 

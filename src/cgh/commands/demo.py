@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from cgh.demo import DEMO_DATASETS, DEMO_METHODS, run_demo
+from cgh.demo import ALL_METHODS, DEMO_DATASETS, DEMO_METHODS, run_demo
 from cgh.demo_report import METHOD_LABELS, pm
 from cgh.errors import ConfigError
 
@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="synthetic", choices=list(DEMO_DATASETS),
                    help="synthetic: the built-in generated set (default); digits: scikit-learn's handwritten "
                         "digits at 32 px, a small real dataset (1300 train / 497 test images)")
-    p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=list(DEMO_METHODS),
-                   help="the methods to pretrain (default all three)")
+    p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), choices=list(ALL_METHODS),
+                   help="the methods to pretrain (default cgh ressl mocov2; byol, simsiam and simclr may be added)")
     p.add_argument("--no-cost", action="store_true", help="skip the training-cost measurement")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset")
 

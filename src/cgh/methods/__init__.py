@@ -1,8 +1,11 @@
-"""The three methods, dispatched through a plain dict, and the contract the training loop relies on.
+"""The six methods, dispatched through a plain dict, and the contract the training loop relies on.
 
 Every method is an ``nn.Module`` that builds its student, teacher, heads and queues in ``__init__`` and owns what is
 its own: the teacher's view (``teacher_view``), the names of the loss terms it returns, the temperatures the banner
-prints, and the relation terms the collapse watch reads. ``views`` is ``[teacher view, student view, *local crops]``.
+prints, and the relation terms the collapse watch reads. ``views`` is ``[teacher view, student view, *local crops]``;
+for the symmetric methods (BYOL, SimSiam, SimCLR) it is two strong views that play both parts. SimSiam and SimCLR have
+no momentum encoder: their ``teacher`` is the student itself. A method with a ``predictor`` (BYOL, SimSiam) trains it
+with the student (cgh.schedule.param_groups).
 """
 
 from __future__ import annotations
@@ -14,11 +17,16 @@ from torch import nn
 
 from cgh.backbone import build_backbone
 from cgh.config import Config, MethodConfig, resolve_bn_mode
+from cgh.methods.byol import BYOL
 from cgh.methods.cgh import CGH
 from cgh.methods.mocov2 import MoCoV2
 from cgh.methods.ressl import ReSSL
+from cgh.methods.simclr import SimCLR
+from cgh.methods.simsiam import SimSiam
 
-METHODS = {"mocov2": MoCoV2, "ressl": ReSSL, "cgh": CGH}
+METHODS = {"mocov2": MoCoV2, "ressl": ReSSL, "cgh": CGH, "byol": BYOL, "simsiam": SimSiam, "simclr": SimCLR}
+# Methods with a queue of past keys (method.queue_size applies to these only)
+QUEUE_METHODS = ("mocov2", "ressl", "cgh")
 
 
 @runtime_checkable
@@ -26,7 +34,7 @@ class Method(Protocol):
     """What the training loop (cgh.train) uses of a method, and nothing more."""
 
     student: nn.Module  # the encoder that learns: optimised, kNN-monitored, exported
-    teacher: nn.Module  # its EMA copy (no gradients)
+    teacher: nn.Module  # its EMA copy (no gradients); the student itself for SimSiam and SimCLR
     teacher_view: ClassVar[str]  # 'weak' (crop + flip) or 'strong': the recipe of views[0]
     loss_terms: ClassVar[tuple[str, ...]]  # the names forward's terms may carry (besides diagnostics, w_nce)
     relation_terms: ClassVar[tuple[str, ...]]  # terms that equal ln K when the relation target is uniform

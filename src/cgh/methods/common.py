@@ -75,3 +75,19 @@ class SingleContext(nn.Module):
         self.student = build_encoder(backbone, cfg, hypercolumn=False, bn_splits=bn_splits)
         self.teacher = make_teacher(self.student)
         self.queue = FeatureQueue(cfg.queue_size, cfg.feat_dim)
+
+
+class SharedWeights(nn.Module):
+    """What SimSiam and SimCLR share: two strong views through one network, no momentum encoder (``teacher`` is the
+    student itself, not a copy: nothing is averaged and the checkpoint holds one network), no queue, no warm-up and
+    no relation target (the collapse watch reads their feature std, cgh.diagnostics)."""
+
+    teacher_view = "strong"
+    relation_terms = ()
+    needs_find_unused = False
+    warmup_steps = 0
+
+    @property
+    def teacher(self) -> nn.Module:
+        """The target branch: the student under stop-gradient (SimSiam) or the student itself (SimCLR)."""
+        return self.student

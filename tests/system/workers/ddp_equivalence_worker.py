@@ -1,4 +1,5 @@
-"""Run a few CGH steps on fixed global views, on one process or under torchrun, and save what each rank holds.
+"""Run a few steps of a method (CGH, MoCo-v2, BYOL, SimSiam, SimCLR) on fixed global views, on one process or under
+torchrun, and save what each rank holds.
 
 One process uses SplitBatchNorm with 2 splits; two processes use plain BN per process with the teacher batch shuffled
 across them (the authors' DDP mode). Splits and ranks hold the same interleaved rows and the shuffle permutation is
@@ -16,7 +17,7 @@ import torch.distributed as tdist
 from cgh import dist
 from cgh.config import Config
 from cgh.methods import build_method
-from cgh.train import param_groups
+from cgh.schedule import build_optimizer
 
 GLOBAL_BATCH, STEPS = 16, 5
 
@@ -35,12 +36,13 @@ def main(out_dir: str, method_name: str, head_bn: bool = False) -> None:
     cfg.model.bn_mode, cfg.model.bn_splits = ("shuffle", 1) if world > 1 else ("split", 2)
     m = cfg.method
     m.name, m.queue_size, m.feat_dim, m.hyper_dim, m.hid_dim, m.loss_warmup_epochs = method_name, 48, 16, 12, 32, 1
-    m.head_bn = head_bn
+    m.head_bn, m.pred_hid_dim = head_bn, 24
     cfg.optim.batch_size = GLOBAL_BATCH
+    cfg.optim.weight_decay, cfg.optim.wd_exclude_norm_bias, cfg.optim.momentum = 5e-4, True, 0.9
     torch.manual_seed(0)
     method = build_method(cfg, world, steps_per_epoch=2)  # warm-up over steps 0-1, then the cross-context terms
     model = torch.nn.parallel.DistributedDataParallel(method, broadcast_buffers=False) if world > 1 else method
-    opt = torch.optim.SGD(param_groups(method.student, 5e-4, True), lr=0.1, momentum=0.9)
+    opt = build_optimizer(method, cfg.optim, 0.1)  # SGD on the student and a predictor (BYOL, SimSiam)
     views_gen = torch.Generator().manual_seed(123)
     losses = []
     for step in range(STEPS):
