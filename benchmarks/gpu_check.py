@@ -10,8 +10,8 @@ run's record and the summary.
 
 The throughput is that of cgh's own training step (as cgh.train runs it): the on-device augmentation
 (cgh.augment.build_augment) of a pre-made synthetic uint8 batch already on the device, channels-last views,
-cgh.runtime.autocast, the method's forward (teacher, EMA, queue push included), backward and SGD on
-cgh.schedule.param_groups; ``train.compile`` compiles the student and teacher as cgh.train does. No data loading.
+cgh.runtime.autocast, the method's forward (teacher, EMA, queue push included), backward and SGD
+(cgh.schedule.build_optimizer); ``train.compile`` compiles the student and teacher as cgh.train does. No data loading.
 Each method runs with its own recipe from the preset (method.name among load_config's overrides, as `cgh pretrain`
 does). Supervised is the same backbone with plain BN, a linear classifier and cross-entropy on one strong view
 (cgh.cost.Supervised). Every row is written (atomically) as soon as it is measured, and an exception loses only its
@@ -35,7 +35,10 @@ from pathlib import Path
 import torch
 
 METHODS = ("supervised", "mocov2", "ressl", "cgh")
-PAPER_TABLE3 = {"supervised": 1.00, "mocov2": 1.62, "ressl": 1.62, "cgh": 2.01}
+# the symmetric two-backprop methods (issue 20), timed where the supplementary's Table 3 was: ResNet-50, batch 256
+SYMMETRIC = ("byol", "simsiam", "simclr")
+# supplementary Table 3, per-epoch time relative to supervised (R50, 2 A100s, batch 256); no SimSiam or SimCLR row
+PAPER_TABLE3 = {"supervised": 1.00, "mocov2": 1.62, "ressl": 1.62, "byol": 2.90, "cgh": 2.01}
 # Dense bf16 peak FLOP/s by GPU name (datasheet figures; the H200 SXM has the H100 SXM's compute). Other GPUs: unknown.
 PEAK_BF16 = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
              "NVIDIA H100 PCIe": 756e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12}
@@ -102,14 +105,16 @@ def _configs(dry_run: bool, compiled: bool = False) -> list[dict]:
                  "label": "ResNet-18/8 CIFAR stem 32 px, imagenet heads", "image_size": 32, "source_size": 32,
                  "batch": 16, "warmup": 1, "repeats": 3, "channels_last": True}
         # no compile here: measured on 2 cores, torch.compile of the supervised ResNet-18/8 alone took 90 s
-        return [] if compiled else [dict(small, compile=False, rows=DEFAULT_ROWS + VARIANT_ROWS)]
+        rows = DEFAULT_ROWS + [(m, "default") for m in SYMMETRIC] + VARIANT_ROWS
+        return [] if compiled else [dict(small, compile=False, rows=rows)]
     r50 = {"preset": "imagenet", "overrides": ["model.arch=resnet50"], "label": "ResNet-50 224 px",
            "image_size": 224, "source_size": 256, "warmup": 3, "repeats": 10}
     r18 = {"preset": "cifar10", "overrides": ["model.arch=resnet18", "model.stem=cifar", "model.width=64"],
            "label": "ResNet-18 CIFAR stem 32 px", "image_size": 32, "source_size": 32, "warmup": 3, "repeats": 20}
     if compiled:  # after everything else, only if time is left: compiling is 1-3 minutes per method
         return [dict(r50, batch=256, compile=True, rows=[("cgh", "default")])]
-    return [dict(r50, batch=256, compile=False, rows=DEFAULT_ROWS + VARIANT_ROWS),
+    table3 = DEFAULT_ROWS + [(m, "default") for m in SYMMETRIC]
+    return [dict(r50, batch=256, compile=False, rows=table3 + VARIANT_ROWS),
             dict(r50, batch=128, compile=False, rows=DEFAULT_ROWS),
             dict(r18, batch=512, compile=False, rows=DEFAULT_ROWS)]
 
@@ -156,7 +161,7 @@ def build_step(name: str, spec: dict, device: torch.device, amp, variant: str = 
     from cgh.cost import Supervised
     from cgh.methods import build_method, teacher_view
     from cgh.runtime import autocast
-    from cgh.schedule import param_groups
+    from cgh.schedule import build_optimizer
     from cgh.views import pretrain_views
 
     if variant not in VARIANTS:
@@ -179,11 +184,14 @@ def build_step(name: str, spec: dict, device: torch.device, amp, variant: str = 
     bn = "plain" if name == "supervised" else resolve_bn_mode(cfg.model.bn_mode, 1)
     recipe = {"bn": bn, "bn_splits": cfg.model.bn_splits if bn == "split" else 1, "channels_last": channels_last}
     if name != "supervised":
-        recipe.update(feat_dim=m.feat_dim, hid_dim=m.hid_dim, hyper_dim=m.hyper_dim, queue_size=m.queue_size,
-                      recipe=cfg.recipe)
-    o = cfg.optim
-    opt = torch.optim.SGD(param_groups(model.student, o.weight_decay, o.wd_exclude_norm_bias), lr=1e-3,
-                          momentum=o.momentum)
+        recipe.update(feat_dim=m.feat_dim, hid_dim=m.hid_dim, recipe=cfg.recipe)
+        if name == "cgh":
+            recipe["hyper_dim"] = m.hyper_dim
+        if name not in SYMMETRIC:  # BYOL, SimSiam and SimCLR keep no queue (the config's queue_size is unused)
+            recipe["queue_size"] = m.queue_size
+    o = copy.deepcopy(cfg.optim)
+    o.algorithm = "sgd"  # one optimiser for every method, as cgh cost times them (LARS's norms add their own cost)
+    opt = build_optimizer(model, o, 1e-3)  # the student and, for BYOL and SimSiam, the predictor
     model.train()
     s = spec["source_size"]
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -453,8 +461,8 @@ NOT_FAILING = ("ok", "ok (skipped: dry run)", "skipped (time budget)", "skipped 
 
 def _recipe(r: dict) -> str:
     rc = r.get("recipe") or {}
-    head = (f"{rc['feat_dim']}/{rc['hid_dim']}/{rc['hyper_dim']}, K {rc['queue_size']}" if "queue_size" in rc
-            else "classifier")
+    head = ("/".join(str(rc[k]) for k in ("feat_dim", "hid_dim", "hyper_dim") if k in rc) or "classifier") + (
+        f", K {rc['queue_size']}" if "queue_size" in rc else "")
     return f"{head}; {rc.get('bn', '?')} BN" + (f" x{rc['bn_splits']}" if rc.get("bn") == "split" else "") + (
         ", CL" if rc.get("channels_last") else ", NCHW")
 
