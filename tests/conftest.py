@@ -72,8 +72,20 @@ def photo_run(tmp_path_factory):
             "broken": broken}
 
 
+# The files whose tests wait minutes on pretraining runs (test_learning's six runs are most of the suite's CPU time),
+# collected first: under pytest-xdist (`make test`) one worker starts them while the other works through the rest of
+# the suite, instead of the runs starting last with every other worker idle. Longest first.
+LONG_FILES = ("tests/system/test_learning.py", "tests/system/test_demo.py", "tests/system/test_collapse.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need a CUDA device: skipped where there is none (benchmarks/gpu_check.sh runs them)."""
+    """The long files first (``LONG_FILES``), the rest in their order. Tests marked ``gpu`` need a CUDA device:
+    skipped where there is none (benchmarks/gpu_check.sh runs them)."""
+    def rank(item):
+        path = item.nodeid.split("::", 1)[0]
+        return LONG_FILES.index(path) if path in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (marker gpu); run by benchmarks/gpu_check.sh")
