@@ -175,11 +175,13 @@ def test_watch_takes_its_criteria():
 
 # ---- the methods' diagnose switch ----------------------------------------------------------------------------------
 
-CONTEXTS = {"mocov2": ("global",), "ressl": ("global",), "cgh": ("global", "hyper")}
+CONTEXTS = {"mocov2": ("global",), "ressl": ("global",), "cgh": ("global", "hyper"), "byol": ("global",),
+            "simsiam": ("global",), "simclr": ("global",)}
+NO_RELATION_TARGET = ("mocov2", "byol", "simsiam", "simclr")  # no teacher relation distribution: no entropy
 
 
 def expected_keys(name):
-    stats_ = ("std", "rank", "cos") + (() if name == "mocov2" else ("ent",))  # MoCo-v2 has no relation target
+    stats_ = ("std", "rank", "cos") + (() if name in NO_RELATION_TARGET else ("ent",))
     return {f"{s}_{c}" for c in CONTEXTS[name] for s in stats_}
 
 
@@ -190,8 +192,9 @@ def one_step(name, diagnose, step=2):
     xs = views()
     loss, terms = method(xs, momentum=0.99, step=step, diagnose=diagnose)
     loss.backward()
-    grads = {n: p.grad.clone() for n, p in method.student.named_parameters() if p.grad is not None}
-    return loss.detach(), terms, grads, method.queue.queue.clone()
+    grads = {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}  # predictors too
+    queue = getattr(method, "queue", None)  # BYOL, SimSiam and SimCLR keep none
+    return loss.detach(), terms, grads, queue.queue.clone() if queue is not None else torch.empty(0)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
