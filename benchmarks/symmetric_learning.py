@@ -1,0 +1,129 @@
+"""Do BYOL, SimSiam and SimCLR learn in cgh's engine? Their demo recipes on the synthetic set and on scikit-learn's
+handwritten digits (real images), 3 seeds, as the learning tests run the other methods.
+
+Each run is `cgh pretrain demo <dataset> method.name=<m> seed=<s>` with the learning tests' budget
+(tests/system/test_learning.py LEARNING_STEPS: 640 steps on the synthetic set, the demo's 40 epochs = 800 steps on the
+digits), one torch thread, two runs at a time on the 2 cores, kNN every epoch (synthetic) or every 5 (digits). The
+result of a run: the kNN monitor's top-1 at random init and at the end, the gain, and whether the collapse watch
+(cgh.diagnostics.CollapseWatch; for these methods the feature-std criterion, as they have no relation losses) was
+triggered, replayed on the logged steps; the feature std, effective rank and cosine at the end.
+
+    python benchmarks/symmetric_learning.py run                 # appends to results/symmetric_learning.jsonl
+    python benchmarks/symmetric_learning.py run --datasets digits --seeds 0 1 2
+    python benchmarks/symmetric_learning.py table               # symmetric_learning.md's table
+
+Runs already in the results file (same dataset, method, seed and CPU) are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(HERE), str(REPO)]
+
+from bench_env import cpu_name  # noqa: E402
+from cgh.demo import DEMO_DATASETS  # noqa: E402
+from relational_study import read_metrics, run_and_record  # noqa: E402
+from tests.system.test_learning import LEARNING_STEPS  # noqa: E402
+
+RESULTS = HERE / "results" / "symmetric_learning.jsonl"
+METHODS = ("byol", "simsiam", "simclr")
+
+
+def run_one(dataset: str, method: str, seed: int, workdir: Path) -> dict:
+    out = workdir / f"{dataset}-{method}-s{seed}"
+    overrides = [*DEMO_DATASETS[dataset], f"method.name={method}", f"seed={seed}", "train.progress=false",
+                 f"train.max_steps={LEARNING_STEPS[dataset]}", "train.log_every=5"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", *overrides, f"out_dir={out}",
+                           "--overwrite"], env=env, capture_output=True, text=True, cwd=REPO)
+    record = {"dataset": dataset, "method": method, "seed": seed, "threads": 1, "cpu": cpu_name(),
+              "overrides": overrides, "seconds": round(time.time() - t0, 1), "returncode": proc.returncode}
+    if proc.returncode not in (0, 3):
+        record["error"] = proc.stderr[-2000:]
+        return record
+    epochs, steps = read_metrics(out)
+    knn = {e: r["knn_top1"] for e, r in epochs.items() if "knn_top1" in r}
+    last = steps[-1] if steps else {}
+    record.update(knn_curve=knn, knn0=knn[0], knn=knn[max(knn)], steps=steps,
+                  final={k: v for k, v in last.items() if k.startswith(("std_", "rank_", "cos_", "loss"))},
+                  warning=next((x for x in proc.stderr.splitlines() if "features look collapsed" in x), ""))
+    return record
+
+
+def load() -> list[dict]:
+    if not RESULTS.exists():
+        return []
+    return [r for r in map(json.loads, RESULTS.open()) if "error" not in r]
+
+
+def collapse_step(r: dict) -> int | None:
+    """The step at which the training loop's CollapseWatch reports a collapse, replayed on the logged steps."""
+    from cgh.diagnostics import CollapseWatch
+
+    watch = CollapseWatch(1, ())  # no relation losses: only the feature-std criterion applies
+    for values in r["steps"]:
+        if watch.update(values["step"], values):
+            return values["step"]
+    return None
+
+
+def cmd_run(args) -> None:
+    cpu = cpu_name()
+    done = {(r["dataset"], r["method"], r["seed"]) for r in load() if r["cpu"] == cpu}
+    todo = [(d, m, s) for d in args.datasets for s in args.seeds for m in args.methods if (d, m, s) not in done]
+    print(f"{len(todo)} runs to do on {cpu}", flush=True)
+    run_and_record(todo, lambda key: run_one(*key, Path(args.workdir)), RESULTS, args.jobs,
+                   lambda r: "  (collapse warning)" if r["warning"] else "")
+
+
+def _ms(xs: list[float]) -> str:
+    return f"{xs[0]:+.1f}" if len(xs) == 1 else f"{statistics.mean(xs):+.1f} ± {statistics.stdev(xs):.1f}"
+
+
+def cmd_table(args) -> None:
+    rows = load()
+    print("| dataset | method | seeds | kNN random init | kNN at the end | gain, mean ± std | gain per seed | "
+          "std | rank | collapse flagged |")
+    print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    for d in DEMO_DATASETS:
+        for m in METHODS:
+            rs = sorted((r for r in rows if (r["dataset"], r["method"]) == (d, m)), key=lambda r: r["seed"])
+            if not rs:
+                continue
+            gains = [r["knn"] - r["knn0"] for r in rs]
+            std = statistics.mean(r["final"].get("std_global", float("nan")) for r in rs)
+            rank = statistics.mean(r["final"].get("rank_global", float("nan")) for r in rs)
+            flagged = sum(collapse_step(r) is not None or bool(r["warning"]) for r in rs)
+            print(f"| {d} | {m} | {', '.join(str(r['seed']) for r in rs)} | "
+                  f"{statistics.mean(r['knn0'] for r in rs):.1f} | {statistics.mean(r['knn'] for r in rs):.1f} | "
+                  f"{_ms(gains)} | {' '.join(f'{g:+.1f}' for g in gains)} | {std:.2f} | {rank:.1f} | "
+                  f"{flagged}/{len(rs)} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--datasets", nargs="+", default=["digits", "synthetic"], choices=list(DEMO_DATASETS))
+    r.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--jobs", type=int, default=2)
+    r.add_argument("--workdir", default="/tmp/cgh-symmetric")
+    sub.add_parser("table")
+    args = p.parse_args()
+    {"run": cmd_run, "table": cmd_table}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
