@@ -21,6 +21,7 @@ from cgh.config import Config, config_from_dict
 from cgh.data.configured import saved_folder_splits
 from cgh.errors import CheckpointError, ConfigError
 from cgh.methods import teacher_view
+from cgh.runlock import refuse_if_held
 from cgh.wording import counted
 
 
@@ -73,6 +74,8 @@ def find_checkpoint(target: str | os.PathLike) -> Path:
         p = p / "checkpoints" / "last.pt"
     if not p.exists():
         run = p.parent.parent
+        if p.name == "last.pt" and run.is_dir():  # a start still before its first checkpoint: its lock names it
+            refuse_if_held(run)
         if p.name == "last.pt" and (run / "config.yaml").is_file():  # a start that ended before its first checkpoint
             raise CheckpointError(f"nothing to resume: {p} does not exist (the start in {run} ended before its "
                                   f"first checkpoint); start it afresh with the same command without --resume, or "

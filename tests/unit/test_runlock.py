@@ -125,3 +125,22 @@ def test_the_heartbeat_advances(tmp_path, monkeypatch):
             time.sleep(0.02)
     finally:
         lock.release()
+
+
+def test_resume_of_a_live_start_before_its_first_checkpoint_names_the_holder(tmp_path, capsys):
+    """`cgh pretrain --resume RUN` while RUN's first start is alive but has not written a checkpoint yet: refused
+    with the lock's holder, not "nothing to resume ... the start ended before its first checkpoint" (it has not)."""
+    from cgh.cli import main
+
+    (tmp_path / "config.yaml").write_text("method:\n  name: cgh\n")
+    (tmp_path / "metrics.jsonl").write_text("")
+    lock = RunLock.acquire(tmp_path)
+    try:
+        assert main(["pretrain", "--resume", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another run: {tmp_path / LOCK_NAME} is held by pid {os.getpid()}" in err
+        assert "nothing to resume" not in err
+    finally:
+        lock.release()
+    assert main(["pretrain", "--resume", str(tmp_path)]) == 2  # no holder now: the start did end before a checkpoint
+    assert "nothing to resume" in capsys.readouterr().err
