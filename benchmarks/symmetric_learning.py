@@ -32,7 +32,7 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 from bench_env import cpu_name  # noqa: E402
 from cgh.demo import DEMO_DATASETS  # noqa: E402
-from relational_study import read_metrics, run_and_record  # noqa: E402
+from relational_study import collapse_step, read_metrics, run_and_record  # noqa: E402
 from tests.system.test_learning import LEARNING_STEPS  # noqa: E402
 
 RESULTS = HERE / "results" / "symmetric_learning.jsonl"
@@ -65,17 +65,6 @@ def load() -> list[dict]:
     if not RESULTS.exists():
         return []
     return [r for r in map(json.loads, RESULTS.open()) if "error" not in r]
-
-
-def collapse_step(r: dict) -> int | None:
-    """The step at which the training loop's CollapseWatch reports a collapse, replayed on the logged steps."""
-    from cgh.diagnostics import CollapseWatch
-
-    watch = CollapseWatch(1, ())  # no relation losses: only the feature-std criterion applies
-    for values in r["steps"]:
-        if watch.update(values["step"], values):
-            return values["step"]
-    return None
 
 
 def cmd_run(args) -> None:
