@@ -3,7 +3,8 @@ handwritten digits (real images), 3 seeds, as the learning tests run the other m
 
 Each run is `cgh pretrain demo <dataset> method.name=<m> seed=<s>` with the learning tests' budget
 (tests/system/test_learning.py LEARNING_STEPS: 640 steps on the synthetic set, the demo's 40 epochs = 800 steps on the
-digits), one torch thread, two runs at a time on the 2 cores, kNN every epoch (synthetic) or every 5 (digits). The
+digits), one torch thread, two runs at a time on the 2 cores, kNN every 2 epochs (the demo preset) or every 5 (the
+digits' demo overrides). The
 result of a run: the kNN monitor's top-1 at random init and at the end, the gain, and whether the collapse watch
 (cgh.diagnostics.CollapseWatch; for these methods the feature-std criterion, as they have no relation losses) was
 triggered, replayed on the logged steps; the feature std, effective rank and cosine at the end.
