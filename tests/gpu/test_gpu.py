@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cgh.methods import build_method
-from cgh.runtime import autocast
+from cgh.runtime.device import autocast
 from tests.helpers import REPO, small_cfg, tiny_config
 
 pytestmark = pytest.mark.gpu
@@ -104,7 +104,7 @@ def _step_losses(run_dir):
 
 
 def test_compile_matches_eager(cuda, tmp_path):
-    from cgh.train import pretrain
+    from cgh.train.loop import pretrain
 
     common = [f"train.device={DEVICE}", "train.amp=none", "train.max_steps=3", "optim.epochs=1"]
     pretrain(tiny_config(tmp_path / "eager", *common))
@@ -116,7 +116,7 @@ def test_compile_matches_eager(cuda, tmp_path):
 
 
 def test_knn_monitor_on_cuda(cuda, tmp_path):
-    from cgh.monitor import KnnMonitor
+    from cgh.train.monitor import KnnMonitor
 
     torch.manual_seed(0)
     cfg = tiny_config(tmp_path, "train.knn_every=1")
@@ -131,7 +131,7 @@ def test_knn_monitor_on_cuda(cuda, tmp_path):
 
 def test_pretrain_with_monitor_and_cgh_knn_on_cuda(cuda, tmp_path, capsys):
     from cgh.cli import main
-    from cgh.train import pretrain
+    from cgh.train.loop import pretrain
 
     result = pretrain(tiny_config(tmp_path / "run", f"train.device={DEVICE}", "train.knn_every=1", "optim.epochs=1"))
     assert 0.0 <= result.metrics["knn_top1"] <= 100.0
