@@ -152,6 +152,11 @@ def test_the_library_has_no_import_circle():
     assert not (found := circles(module_graph())), f"import circles: {found}"
 
 
+def test_no_circle_between_packages_even_through_function_level_imports():
+    # e.g. the config validating method names by importing cgh.methods, which import the config (issue 21)
+    assert not (found := circles(room_graph(module_graph(lazy=True)))), f"package circles: {found}"
+
+
 def test_no_module_is_over_350_lines():
     long = {name: n for name, path in _modules().items()
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}

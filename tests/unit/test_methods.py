@@ -13,11 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cgh.config.names import METHOD_NAMES, TEACHER_VIEWS
 from cgh.methods import METHODS, QUEUE_METHODS, build_method
 from tests.helpers import SMALL_BATCH, SMALL_QUEUE, small_cfg, views
 from tests.reference import np_byol, np_info_nce, np_mean_cos, np_nt_xent, np_relation
 
 B, K = SMALL_BATCH, SMALL_QUEUE  # the batch of views() and the queue of small_cfg()
+
+
+def test_the_configs_table_of_methods_is_the_methods_own():
+    # the config validates method names against cgh.config.names without importing the methods (no import circle)
+    assert METHOD_NAMES == tuple(METHODS)
+    assert TEACHER_VIEWS == {name: cls.teacher_view for name, cls in METHODS.items()}
+    assert set(QUEUE_METHODS) == {name for name in METHODS if hasattr(build_method(small_cfg(name)), "queue")}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

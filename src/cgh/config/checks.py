@@ -7,6 +7,8 @@ import math
 from typing import Any
 
 from cgh.config import Config, _suggest, resolve_bn_mode
+from cgh.config.names import METHOD_NAMES, QUEUE_METHODS, TEACHER_VIEWS
+from cgh.config.views import aug_problems
 from cgh.errors import ConfigError
 
 
@@ -14,12 +16,14 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
     """What ``cfg.validate(world_size)`` checks; raises one ConfigError listing every invalid key."""
     check = _Checker()
     m, mo, d, o, t, a = cfg.method, cfg.model, cfg.data, cfg.optim, cfg.train, cfg.aug
-    from cgh.config.views import aug_problems
-    from cgh.methods import METHODS, QUEUE_METHODS
-    from cgh.model.backbone import ARCHS, STAGE_NAMES, STEMS  # the tables that define the choices
+    from cgh.model.backbone import (  # the tables that define the choices: they import no config
+        ARCHS,
+        STAGE_NAMES,
+        STEMS,
+    )
     from cgh.optim.schedule import LR_SCHEDULES
 
-    check.choice("method.name", m.name, tuple(METHODS))
+    check.choice("method.name", m.name, METHOD_NAMES)
     check.choice("model.arch", mo.arch, tuple(ARCHS))
     check.choice("model.stem", mo.stem, STEMS)
     check.choice("model.bn_mode", mo.bn_mode, ("auto", "split", "shuffle", "sync", "plain"))
@@ -29,7 +33,7 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
     check.choice("method.context", m.context, ("cross", "same"))
     check.choice("method.hyper_bn", m.hyper_bn, ("split", "plain"))
     check.choice("aug.teacher_view", a.teacher_view, ("auto", "weak", "strong"))
-    own_view = METHODS[m.name].teacher_view if m.name in METHODS else a.teacher_view
+    own_view = TEACHER_VIEWS.get(m.name, a.teacher_view)
     if a.teacher_view not in ("auto", own_view):
         check.fail("aug.teacher_view", a.teacher_view,
                    f"'auto' or {own_view!r}: {m.name}'s teacher view is {own_view} (cgh.methods); set "
