@@ -38,7 +38,7 @@ def _seed():
 def one_step_runs(tmp_path_factory):
     """Real one-step run directories of CGH and MoCo-v2 (the TINY config), ``{"cgh": dir, "mocov2": dir}``, shared by
     the checkpoint and resume tests; they read them (or copy them) and must not change them."""
-    from cgh.train.loop import pretrain
+    from cgh.train import pretrain
 
     root = tmp_path_factory.mktemp("runs")
     out = {}
@@ -56,7 +56,7 @@ def photo_run(tmp_path_factory):
     pretrained on it with `cgh pretrain cifar10 data.name=folder data.path=PHOTOS` (TINY, batch 16).
     ``{"photos": PHOTOS, "run": RUN, "checkpoint": RUN/checkpoints/last.pt, "broken": {split: path}}``; tests read
     them and must not change them."""
-    from cgh.train.loop import pretrain
+    from cgh.train import pretrain
 
     root = tmp_path_factory.mktemp("photo_run")
     photos = root / "photos"

@@ -104,7 +104,7 @@ def _step_losses(run_dir):
 
 
 def test_compile_matches_eager(cuda, tmp_path):
-    from cgh.train.loop import pretrain
+    from cgh.train import pretrain
 
     common = [f"train.device={DEVICE}", "train.amp=none", "train.max_steps=3", "optim.epochs=1"]
     pretrain(tiny_config(tmp_path / "eager", *common))
@@ -131,7 +131,7 @@ def test_knn_monitor_on_cuda(cuda, tmp_path):
 
 def test_pretrain_with_monitor_and_cgh_knn_on_cuda(cuda, tmp_path, capsys):
     from cgh.cli import main
-    from cgh.train.loop import pretrain
+    from cgh.train import pretrain
 
     result = pretrain(tiny_config(tmp_path / "run", f"train.device={DEVICE}", "train.knn_every=1", "optim.epochs=1"))
     assert 0.0 <= result.metrics["knn_top1"] <= 100.0

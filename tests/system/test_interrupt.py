@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from cgh.checkpoints.files import load_checkpoint
-from cgh.train.loop import pretrain
+from cgh.train import pretrain
 from tests.helpers import TINY, assert_same_training, one_error_line, read_records, tiny_config
 
 WORKER = Path(__file__).parent / "workers" / "reliability_worker.py"

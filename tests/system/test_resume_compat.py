@@ -24,7 +24,7 @@ import torch
 import cgh
 from cgh.checkpoints.files import load_checkpoint
 from cgh.config import load_config
-from cgh.train.loop import pretrain
+from cgh.train import pretrain
 from tests.helpers import CHECKPOINT_FIXTURES, TINY
 
 CHECKPOINT = CHECKPOINT_FIXTURES / "cgh-0.1.0-mid-epoch.pt"

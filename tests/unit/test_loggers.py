@@ -9,8 +9,8 @@ import types
 
 import pytest
 
+from cgh.train import pretrain
 from cgh.train.loggers import scalars
-from cgh.train.loop import pretrain
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

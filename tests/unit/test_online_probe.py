@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cgh.checkpoints.files import load_checkpoint
-from cgh.train.loop import pretrain
+from cgh.train import pretrain
 from cgh.train.online_probe import OnlineProbe
 from tests.helpers import tiny_config
 

@@ -9,7 +9,7 @@ from cgh import load_backbone
 from cgh.errors import CheckpointError
 from cgh.methods import build_method
 from cgh.model.backbone import ResNet
-from cgh.train.loop import pretrain
+from cgh.train import pretrain
 from tests.helpers import tiny_config
 
 
@@ -82,7 +82,7 @@ def test_errors_name_the_file(tmp_path):
 
 # ---- published layouts -----------------------------------------------------------------------------------------------
 # Each test writes a checkpoint in the key layout its project's own code saves (the sources are cited in
-# cgh/checkpoint_formats.py) from a small cgh ResNet, loads it and compares weights and features with the original.
+# cgh/checkpoints/formats.py) from a small cgh ResNet, loads it and compares weights and features with the original.
 
 
 def small_net(stem="cifar", seed=0, arch="resnet18", width=8):
@@ -495,7 +495,7 @@ def test_random_init_backbone_is_the_runs_initial_encoder(tmp_path):
     """prepare_run seeds torch with cfg.seed and builds the method; random_init_backbone draws the same student
     backbone and hypercolumn head, bit for bit, and leaves the global RNG where it was."""
     from cgh.checkpoints.pretrained import random_init_backbone
-    from cgh.train.loop import prepare_run
+    from cgh.train import prepare_run
 
     cfg = tiny_config(tmp_path / "run", "seed=7")
     run = prepare_run(cfg)

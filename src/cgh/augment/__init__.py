@@ -16,10 +16,9 @@ Built from kornia's functions (kornia.enhance, kornia.color, kornia.filters), no
 measured on this project's CPUs (benchmarks/augment_throughput.md), the two-view pipeline is 1.4-2.4x faster than the
 same recipe from those modules, and 1.9-4.8x faster than a per-sample Pillow pipeline.
 - The random resized crop (``cgh.augment.ops.random_resized_crop``) draws boxes with torchvision's algorithm,
-vectorised, resamples
-  all crops at once with torchvision's ``antialias=True`` bilinear semantics (kornia's crop does not antialias when
-  it shrinks a crop; PIL, used by the authors, does) and folds the flip into the resampling for free: 3.5-7x faster
-  than kornia's crop at 32 px.
+  vectorised, resamples all crops at once with torchvision's ``antialias=True`` bilinear semantics (kornia's crop
+  does not antialias when it shrinks a crop; PIL, used by the authors, does) and folds the flip into the resampling
+  for free: 3.5-7x faster than kornia's crop at 32 px.
 - Colour steps run on the whole batch with neutral parameters where a sample's coin flip is off, instead of the
   modules' gather / scatter; the hue step is a closed-form HSV rotation instead of kornia's general
   RGB -> HSV -> RGB round trip, equal to it to 1e-5 (tests/unit/test_augment.py); the jitter is ~2.7x faster.

@@ -7,6 +7,10 @@ config is written to every run directory and stored in every checkpoint.
 
 Defaults here are the authors' ImageNet numbers (docs/method.md#imagenet-recipe) unless a comment says otherwise; the
 presets in ``configs/`` carry the per-dataset numbers with their provenance.
+
+The package: the six sections with every key, its default and its source (``sections``), the checks of
+``validate()`` (``checks``), the view recipe (``views``: ``ViewSpec``, ``pretrain_views``, ``AugParams``) and the method
+names the checks accept (``names``). It imports no other cgh package but ``cgh.errors`` at module level.
 """
 
 from __future__ import annotations

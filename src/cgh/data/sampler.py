@@ -27,8 +27,7 @@ class GlobalBatchSampler:
     the rows that split r of a ``SplitBatchNorm`` with W splits normalises on one process, and the order in which
     ``cgh.runtime.dist.gather_rows`` reassembles the global batch. Without it (evaluation, where dataset order is
     convenient) rank r gets the contiguous chunk ``[r*m//W : (r+1)*m//W]``. Either way a full batch gives G/W samples
-    per rank;
-    ``global_batch`` must be divisible by ``world_size``.
+    per rank; ``global_batch`` must be divisible by ``world_size``.
 
     With ``drop_last`` (pretraining) the final partial global batch is dropped. Without it (evaluation) it is kept and
     split by the same rule, so ranks get shares whose sizes differ by at most one (some may be empty when it holds

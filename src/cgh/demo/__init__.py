@@ -185,8 +185,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, methods: list[str] |
     from cgh.demo.report import DATASET_TITLES
     from cgh.evaluate.plot import plot_curves
     from cgh.evaluate.tsne import tsne_figure
+    from cgh.train import pretrain
     from cgh.train.cost import METHOD_NAMES, measure
-    from cgh.train.loop import pretrain
 
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: expected at least one seed")

@@ -31,7 +31,7 @@ OVERRIDES = [*TINY, "method.name=cgh", "optim.epochs=2", "train.log_every=2"]
 
 def main() -> None:
     from cgh.config import load_config
-    from cgh.train.loop import pretrain
+    from cgh.train import pretrain
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,7 +38,7 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cgh_checkpoint(tmp_path_factory):
     """A real `cgh pretrain` checkpoint: CGH, ResNet-18 width 8, 2 steps on 64 synthetic 16-px images."""
-    from cgh.train.loop import pretrain
+    from cgh.train import pretrain
 
     out = tmp_path_factory.mktemp("run")
     pretrain(load_config(None, [

@@ -28,7 +28,7 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 @pytest.fixture(scope="module")
 def cgh_checkpoint(tmp_path_factory):
     """A real `cgh pretrain` checkpoint: CGH, ResNet-18 width 8, 2 steps on 64 synthetic images."""
-    from cgh.train.loop import pretrain
+    from cgh.train import pretrain
 
     out = tmp_path_factory.mktemp("run")
     cfg = load_config(None, [
