@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 import cgh.augment as A
-import cgh.augment_ops as OPS
+import cgh.augment.ops as OPS
 
 # (batch, input side, output side): the two shapes asked for, plus STL-10's 96 -> 64 recipe
 # (docs/method.md#small-datasets), where crops are shrunk and the antialiased path of the crop runs.

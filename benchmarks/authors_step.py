@@ -14,7 +14,7 @@ Configuration (both sides): ResNet-18 with the CIFAR stem, 8 BN splits (the auth
 which the authors' module is built to match). Each side runs its own step: the authors' as
 ``CGHModel.optimize_parameters`` does it (``CGH.forward`` with ``warmup=False``, which holds the EMA update and the
 queue pushes, then ``CGHLoss``, ``calcFinalLoss`` with the post-warm-up weights 0 / 0.5 / 0.5, backward and SGD);
-cgh's as ``cgh.train`` does it (``method(views, m, step)`` past the loss warm-up, backward and SGD). SGD: lr 0.06,
+cgh's as ``cgh.train.loop`` does it (``method(views, m, step)`` past the loss warm-up, backward and SGD). SGD: lr 0.06,
 momentum 0.9, weight decay 5e-4 on both. The views are made once and shared. Rounds interleave the three steps
 (authors CGH, cgh CGH, cgh ReSSL, authors CGH, ...) so that a slow patch of a shared machine hits each alike; each
 figure is the median over the rounds after ``--warmup`` rounds, and only the ratios of one run are compared. The
@@ -41,7 +41,7 @@ import torch
 from bench_env import environment
 from cgh.config import load_config
 from cgh.methods import build_method
-from cgh.schedule import param_groups
+from cgh.optim.schedule import param_groups
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.06, 0.9, 5e-4
 
@@ -102,7 +102,7 @@ def authors_step(path: str, cfg, views: list[torch.Tensor]):
 
 
 def cgh_step(name: str, cfg, views: list[torch.Tensor]):
-    """A closure running one step of cgh's ``name`` past its loss warm-up, as cgh.train runs it."""
+    """A closure running one step of cgh's ``name`` past its loss warm-up, as cgh.train.loop runs it."""
     cfg.method.name = name
     model = build_method(cfg, 1, steps_per_epoch=1)
     opt = torch.optim.SGD(param_groups(model.student, WEIGHT_DECAY, False), lr=LR, momentum=MOMENTUM)

@@ -1,4 +1,4 @@
-"""Cost of the collapse diagnostics (cgh.diagnostics): one training step with ``diagnose=True`` against one with
+"""Cost of the collapse diagnostics (cgh.model.diagnostics): one training step with ``diagnose=True`` against one with
 ``diagnose=False``, for ReSSL and CGH, on the models of the ``demo`` and ``cifar10`` presets at batch 64, 32 px.
 Target: amortised overhead below 2 % (the loop diagnoses every train.log_every steps only).
 
@@ -6,8 +6,8 @@ Target: amortised overhead below 2 % (the loop diagnoses every train.log_every s
     python benchmarks/diagnostics_cost.py --quick          # 1 + 2 rounds: checks that it runs, measures nothing
     python benchmarks/diagnostics_cost.py --configs demo --device cuda --rounds 50
 
-A step is cgh.cost's (forward, backward and SGD update on views made once, past CGH's InfoNCE warm-up) plus what the
-training loop does with the terms: it reads every one to the host for the epoch sums, so the diagnostics' reads (a
+A step is cgh.train.cost's (forward, backward and SGD update on views made once, past CGH's InfoNCE warm-up) plus what
+the training loop does with the terms: it reads every one to the host for the epoch sums, so the diagnostics' reads (a
 device synchronisation each on a GPU) are part of their cost. Both settings run on one model, alternately and in
 ABBA order so that neither always runs first; each setting's figure is the median over rounds. Results are recorded
 in diagnostics_cost.md beside this file.
@@ -26,9 +26,10 @@ import torch
 
 from cgh import __version__
 from cgh.config import Config, load_config
-from cgh.cost import _sync
 from cgh.methods import build_method
-from cgh.train import param_groups, resolve_device
+from cgh.optim.schedule import param_groups
+from cgh.runtime.device import resolve_device
+from cgh.train.cost import _sync
 
 TARGET = 0.02  # amortised overhead
 
@@ -60,7 +61,7 @@ def measure(preset: str, methods: tuple[str, ...], batch_size: int, warmup: int,
     cfg = load_config(preset, overrides)
     dev = resolve_device(device)
     cfg.optim.batch_size = batch_size
-    cfg.method.queue_size = max(batch_size, cfg.method.queue_size // batch_size * batch_size)  # as cgh.cost
+    cfg.method.queue_size = max(batch_size, cfg.method.queue_size // batch_size * batch_size)  # as cgh.train.cost
     size, log_every = cfg.data.image_size, cfg.train.log_every
     torch.manual_seed(0)
     views = [torch.randn(batch_size, 3, size, size, device=dev) for _ in range(2)]

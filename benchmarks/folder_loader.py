@@ -41,10 +41,10 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from bench_env import environment
 from cgh.config import load_config
+from cgh.config.views import pretrain_views
 from cgh.data import build_pretrain_loader, open_source
 from cgh.data.decode import random_resized_crop_box
 from cgh.methods import teacher_view
-from cgh.views import pretrain_views
 
 # Per set: image sizes (used in turn), number of images, noise added to enlarged images (grey levels, std).
 # "imagenet": common ImageNet training-image sizes (most are Flickr images with a 500 px long side), cut from the

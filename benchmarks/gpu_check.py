@@ -8,14 +8,14 @@ run's record and the summary.
     python benchmarks/gpu_check.py ckpt-step RUN_DIR               prints the step of RUN_DIR/checkpoints/last.pt
     python benchmarks/gpu_check.py summary OUT_DIR [--dry-run]     OUT_DIR/summary.md and OUT_DIR/results.json
 
-The throughput is that of cgh's own training step (as cgh.train runs it): the on-device augmentation
+The throughput is that of cgh's own training step (as cgh.train.loop runs it): the on-device augmentation
 (cgh.augment.build_augment) of a pre-made synthetic uint8 batch already on the device, channels-last views,
-cgh.runtime.autocast, the method's forward (teacher, EMA, queue push included), backward and SGD
-(cgh.schedule.build_optimizer); ``train.compile`` compiles the student and teacher as cgh.train does. No data loading.
-Each method runs with its own recipe from the preset (method.name among load_config's overrides, as `cgh pretrain`
-does). Supervised is the same backbone with plain BN, a linear classifier and cross-entropy on one strong view
-(cgh.cost.Supervised). Every row is written (atomically) as soon as it is measured, and an exception loses only its
-row, so a run stopped by its time limit keeps what it measured.
+cgh.runtime.device.autocast, the method's forward (teacher, EMA, queue push included), backward and SGD
+(cgh.optim.schedule.build_optimizer); ``train.compile`` compiles the student and teacher as cgh.train.loop does. No data
+loading. Each method runs with its own recipe from the preset (method.name among load_config's overrides, as `cgh
+pretrain` does). Supervised is the same backbone with plain BN, a linear classifier and cross-entropy on one strong view
+(cgh.train.cost.Supervised). Every row is written (atomically) as soon as it is measured, and an exception loses only
+its row, so a run stopped by its time limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -127,21 +127,21 @@ def _sync(device: torch.device) -> None:
 @contextlib.contextmanager
 def nchw_round_trip():
     """Split BN as it was before issue 19: every input made contiguous first, so a channels-last map leaves NCHW."""
-    import cgh.backbone as backbone
+    import cgh.model.splitbn as splitbn
 
-    real = backbone._split_batch_norm
-    backbone._split_batch_norm = lambda bn, x, s: real(bn, x.contiguous(), s)
+    real = splitbn._split_batch_norm
+    splitbn._split_batch_norm = lambda bn, x, s: real(bn, x.contiguous(), s)
     try:
         yield
     finally:
-        backbone._split_batch_norm = real
+        splitbn._split_batch_norm = real
 
 
 def method_config(name: str, spec: dict, device: torch.device, variant: str = "default"):
     """The config `cgh pretrain PRESET method.name=NAME ...` would run: the preset's recipe for the method is applied
     by load_config when method.name is among the overrides (setting cfg.method.name afterwards skipped it, and
     MoCo-v2 ran with CGH's head and queue sizes). Supervised is built on CGH's config (only the backbone is used)."""
-    from cgh.cost import method_configs
+    from cgh.train.cost import method_configs
 
     batch = spec["batch"]
     overrides = [*spec["overrides"], f"data.image_size={spec['image_size']}", f"optim.batch_size={batch}",
@@ -158,11 +158,11 @@ def build_step(name: str, spec: dict, device: torch.device, amp, variant: str = 
     training step of ``name`` on pre-made uint8 images. The first three as before; tests/gpu uses them."""
     from cgh.augment import build_augment
     from cgh.config import resolve_bn_mode
-    from cgh.cost import Supervised
+    from cgh.config.views import pretrain_views
     from cgh.methods import build_method, teacher_view
-    from cgh.runtime import autocast
-    from cgh.schedule import build_optimizer
-    from cgh.views import pretrain_views
+    from cgh.optim.schedule import build_optimizer
+    from cgh.runtime.device import autocast
+    from cgh.train.cost import Supervised
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
@@ -343,7 +343,7 @@ def throughput(path: Path, dry_run: bool, deadline: float, compiled: bool = Fals
     """Every row of _configs written to ``path`` as soon as it is measured; ``compiled`` appends the compiled rows to
     the file the eager run wrote. Exit status 0 (every row measured or skipped for time), 1 (an error or a non-finite
     loss in some row)."""
-    from cgh.runtime import resolve_amp
+    from cgh.runtime.device import resolve_amp
 
     device = torch.device("cpu" if dry_run else "cuda")
     if not dry_run and not torch.cuda.is_available():

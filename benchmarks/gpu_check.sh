@@ -69,7 +69,7 @@ step_compile_test() {
 
 step_pretrain_resume() {
     # torchrun with one process per GPU. With one GPU (the lent machine) the world size is 1: cgh creates no process
-    # group (cgh/dist.py), so this exercises the torchrun launch, CUDA training with the kNN monitor, the checkpoint
+    # group (cgh/runtime/dist.py), so this exercises the torchrun launch, CUDA training with the kNN monitor, the checkpoint
     # and --resume, not NCCL; with several GPUs it is DDP over NCCL. The dry run launches one CPU process likewise.
     local n dev rc s run="$WORK/pretrain" log="$WORK/pretrain.log" what
     if [[ $DRY == 1 ]]; then n=1; dev=cpu; else

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from cgh.config import load_config
-from cgh.rundir import StopSignal
 from cgh.train import prepare_run, train_one_epoch
+from cgh.train.rundir import StopSignal
 
 
 def build(preset: str, out: Path, on: bool, extra: list[str]):
@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
 
-    import cgh.train as train
+    import cgh.train.loop as train
 
     skip_end: dict[int, float] = {}
     real_end = train.end_epoch

@@ -3,7 +3,7 @@
 A one-thread run on another CPU (other SIMD kernels, another order of summation) follows another trajectory: for a
 test that compares a trained number with a threshold, another machine is another seed. This script measures the
 distributions those thresholds must hold across, and keeps every run's logged steps so that the collapse detector
-(cgh.diagnostics.CollapseWatch) can be replayed on them:
+(cgh.model.diagnostics.CollapseWatch) can be replayed on them:
 
     learning     the runs of tests/system/test_learning.py exactly as the test makes them (its own run_args), per
                  dataset (synthetic, digits) and method (mocov2, ressl, cgh); the synthetic runs at one thread go
@@ -47,8 +47,8 @@ sys.path[:0] = [str(HERE), str(REPO)]  # bench_env, and the tests' own run defin
 
 from bench_env import cpu_name  # noqa: E402
 from cgh.demo import DEMO_DATASETS  # noqa: E402
-from cgh.diagnostics import CRITERIA, CollapseCriteria, CollapseWatch  # noqa: E402
 from cgh.methods import METHODS  # noqa: E402
+from cgh.model.diagnostics import CRITERIA, CollapseCriteria, CollapseWatch  # noqa: E402
 from relational_study import read_metrics, run_and_record  # noqa: E402
 from tests.system.test_collapse import COLLAPSE_ARGS  # noqa: E402
 from tests.system.test_learning import LEARNING_STEPS, run_args  # noqa: E402

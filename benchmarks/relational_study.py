@@ -10,7 +10,8 @@ setting's overrides, on one of two datasets:
 Each run is one process with ONE torch thread (OMP_NUM_THREADS=1), ``--jobs`` at a time, so that a run's result does
 not depend on how many others share the machine (the thread count alone moves a result by several points). The kNN
 monitor's epoch-0 value is the same encoder at random initialisation; the last is the result. The diagnostics of
-cgh.diagnostics (feature std, effective rank, mean cosine, teacher relation entropy) come from the same metrics.jsonl.
+cgh.model.diagnostics (feature std, effective rank, mean cosine, teacher relation entropy) come from the same
+metrics.jsonl.
 
     python benchmarks/relational_study.py run --study screen --jobs 2      # appends to results/relational_study.jsonl
     python benchmarks/relational_study.py table                            # mean +- std per setting, markdown
@@ -208,7 +209,7 @@ RELATION_TERMS = {name: method.relation_terms for name, method in METHODS.items(
 def collapse_step(r: dict) -> int | None:
     """The step at which the loop's CollapseWatch reports a collapse, replayed on the run's logged steps (runs made
     before the loss criterion existed did not print it)."""
-    from cgh.diagnostics import CollapseWatch
+    from cgh.model.diagnostics import CollapseWatch
 
     queue = next((int(o.split("=")[1]) for o in reversed(r["overrides"]) if o.startswith("method.queue_size=")), 1024)
     watch = CollapseWatch(queue, RELATION_TERMS[r["method"]])

@@ -2,7 +2,7 @@
 split_bn_layout.md beside this file).
 
 Before issue 19, split BN made a channels-last map contiguous (NCHW), normalised it and returned NCHW, so the next
-convolution converted back; now a channels-last map is normalised in place in its layout (cgh.backbone,
+convolution converted back; now a channels-last map is normalised in place in its layout (cgh.model.backbone,
 _ChannelsLastSplitBN). This times, in interleaved rounds (each variant once per round, median over rounds, ratios
 from one run only):
 
@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from bench_env import environment
-from cgh.backbone import SplitBatchNorm, build_backbone
+from cgh.model.backbone import build_backbone
+from cgh.model.splitbn import SplitBatchNorm
 from gpu_check import nchw_round_trip  # split BN as before issue 19
 
 

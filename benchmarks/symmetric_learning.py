@@ -6,7 +6,7 @@ Each run is `cgh pretrain demo <dataset> method.name=<m> seed=<s>` with the lear
 digits), one torch thread, two runs at a time on the 2 cores, kNN every 2 epochs (the demo preset) or every 5 (the
 digits' demo overrides). The
 result of a run: the kNN monitor's top-1 at random init and at the end, the gain, and whether the collapse watch
-(cgh.diagnostics.CollapseWatch; for these methods the feature-std criterion, as they have no relation losses) was
+(cgh.model.diagnostics.CollapseWatch; for these methods the feature-std criterion, as they have no relation losses) was
 triggered, replayed on the logged steps; the feature std, effective rank and cosine at the end.
 
     python benchmarks/symmetric_learning.py run                 # appends to results/symmetric_learning.jsonl

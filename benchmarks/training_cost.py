@@ -17,7 +17,7 @@ import json
 
 from bench_env import environment
 from cgh.config import load_config
-from cgh.cost import format_table, measure, method_configs
+from cgh.train.cost import format_table, measure, method_configs
 
 
 def main() -> None:

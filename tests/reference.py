@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cgh.backbone import ARCHS
+from cgh.model.backbone import ARCHS
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Losses (docs/method.md#losses), float64 NumPy

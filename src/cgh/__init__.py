@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import importlib
 
-from cgh import launcher as _launcher  # noqa: F401 - first: it records this process's parent (cgh.launcher)
+from cgh.runtime import launcher as _launcher  # noqa: F401 - first: it records this process's parent (cgh.runtime.launcher)
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"losses", "config", "train", "methods", "backbone", "heads", "data", "augment", "views", "evaluate",
-               "export", "pretrained", "checkpoint", "dist", "queue", "ema", "schedule", "runtime", "resume", "rundir",
-               "monitor", "diagnostics", "commands"}
+_SUBMODULES = {"losses", "config", "train", "methods", "model", "data", "augment", "evaluate", "checkpoints",
+               "optim", "runtime", "demo", "commands"}
 
 
 def load_backbone(path, which: str = "student", map_location="cpu"):
     """A pretrained backbone from a cgh checkpoint, a torchvision state dict or an authors' checkpoint."""
-    from cgh.pretrained import load_backbone as _load
+    from cgh.checkpoints.pretrained import load_backbone as _load
 
     return _load(path, which=which, map_location=map_location)
 

@@ -1,7 +1,7 @@
 """The ``cgh`` command.
 
 Each subcommand is a module ``cgh.commands.<name>`` exposing ``add_arguments(parser)`` and ``run(args) -> int`` on top
-of the library (cgh.train, cgh.evaluate, ...). ``COMMANDS`` names each module and its one-line help; a module is
+of the library (cgh.train.loop, cgh.evaluate, ...). ``COMMANDS`` names each module and its one-line help; a module is
 imported only when its command is parsed or run, so ``cgh --help`` imports none of them and is instant.
 Errors caused by the user's input (``cgh.errors.CGHError``: a bad path, key, value or file) are printed as one
 ``error:`` line and exit with status 2; anything else is a bug and keeps its traceback.

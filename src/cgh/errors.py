@@ -23,7 +23,7 @@ class CheckpointError(CGHError):
 
 
 class RunLockedError(CGHError):
-    """A run directory whose lock (RUN/lock, cgh.runlock) is held by a live run: a second writer is refused."""
+    """A run directory whose lock (RUN/lock, cgh.train.runlock) is held by a live run: a second writer is refused."""
 
 
 class PeerLostError(CGHError):

@@ -109,8 +109,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float, all1: torch.Tensor |
                                                                       sum_{c != a} exp(cos(a, c)/tau) )
 
     z1, z2: (N, D) the two views of this process's rows (L2-normalised here); all1, all2: (M, D) the two views of the
-    global batch, gathered *with* gradient (cgh.dist.gather_rows_with_grad), and index: (N,) the positions of this
-    process's rows in it. Without them the batch is its own (M = N). An anchor's positive is the other view of its
+    global batch, gathered *with* gradient (cgh.runtime.dist.gather_rows_with_grad), and index: (N,) the positions of
+    this process's rows in it. Without them the batch is its own (M = N). An anchor's positive is the other view of its
     image; its own entry (self-similarity) is masked out, leaving 2M - 2 negatives. A scalar.
     """
     _same_rows("nt_xent", z1, z2)

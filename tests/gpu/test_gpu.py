@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cgh.methods import build_method
-from cgh.runtime import autocast
+from cgh.runtime.device import autocast
 from tests.helpers import REPO, small_cfg, tiny_config
 
 pytestmark = pytest.mark.gpu
@@ -116,7 +116,7 @@ def test_compile_matches_eager(cuda, tmp_path):
 
 
 def test_knn_monitor_on_cuda(cuda, tmp_path):
-    from cgh.monitor import KnnMonitor
+    from cgh.train.monitor import KnnMonitor
 
     torch.manual_seed(0)
     cfg = tiny_config(tmp_path, "train.knn_every=1")

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cgh.checkpoint import load_checkpoint
+from cgh.checkpoints.files import load_checkpoint
 from cgh.config import load_config
-from cgh.train import EXIT_REQUEUE, pretrain
+from cgh.train.loop import EXIT_REQUEUE, pretrain
 from tests.helpers import TINY
 
 pytestmark = pytest.mark.slow

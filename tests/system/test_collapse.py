@@ -21,8 +21,8 @@ import subprocess
 import sys
 
 from cgh.config import load_config
-from cgh.diagnostics import CRITERIA
-from cgh.train import EXIT_COLLAPSED, pretrain
+from cgh.model.diagnostics import CRITERIA
+from cgh.train.loop import EXIT_COLLAPSED, pretrain
 from tests.helpers import REPO, TEST_SEED
 
 # the demo recipe before the study, on the digits, without BN in the projection heads (benchmarks/portability.py runs

@@ -35,7 +35,7 @@ def torchrun(nproc: int, *args):
                                           ("simsiam", []), ("simclr", [])])
 def test_two_processes_match_one_process(tmp_path, method, extra):
     """With BN in the heads too (method.head_bn), split BN 1-d layers keep the two setups equal. SimCLR's negatives
-    come from both processes, with their gradient (cgh.dist.gather_rows_with_grad): without it the two setups
+    come from both processes, with their gradient (cgh.runtime.dist.gather_rows_with_grad): without it the two setups
     differ."""
     worker = str(WORKER)
     run([sys.executable, worker, str(tmp_path), method, *extra], tmp_path)

@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from cgh.backbone import ResNet
-from cgh.checkpoint import load_file
+from cgh.checkpoints.files import load_file
+from cgh.checkpoints.pretrained import load_backbone
 from cgh.config import Config, _all_keys, load_config, merge, parse_overrides
 from cgh.data import IMAGE_EXTENSIONS, ArraySource, FileSource, open_source
 from cgh.errors import CGHError
-from cgh.pretrained import load_backbone
+from cgh.model.backbone import ResNet
 from tests.helpers import npz_bytes
 
 SCALE = int(os.environ.get("CGH_FUZZ_EXAMPLES", "0"))

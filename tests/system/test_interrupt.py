@@ -4,9 +4,9 @@ A real ``cgh pretrain`` process (tests/system/workers/reliability_worker.py: ``c
 that writes a checkpoint every step is interrupted again and again on ONE run directory: SIGKILLed from inside a
 checkpoint write (at a seeded random save and byte offset), SIGKILLed from inside the epoch-end copy, SIGKILLed from
 outside at a seeded random moment, stopped by SIGTERM and by SIGINT. After every interruption every visible checkpoint
-file loads with ``cgh.checkpoint.load_checkpoint``, and ``--resume`` continues; at the end the run holds bit-for-bit
-the model, optimizer and per-step losses of an uninterrupted run. The same worker also fills the disk in the middle of
-a checkpoint write (the last test): the previous checkpoint survives and the run continues from it.
+file loads with ``cgh.checkpoints.files.load_checkpoint``, and ``--resume`` continues; at the end the run holds
+bit-for-bit the model, optimizer and per-step losses of an uninterrupted run. The same worker also fills the disk in the
+middle of a checkpoint write (the last test): the previous checkpoint survives and the run continues from it.
 
 What tests/unit/test_train.py already covers in-process (not repeated here): exact resume at a step or epoch boundary
 (test_resume_is_exact), refusing config changes on resume, the existing-run-directory guard and the non-finite loss.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from cgh.checkpoint import load_checkpoint
+from cgh.checkpoints.files import load_checkpoint
 from cgh.train import pretrain
 from tests.helpers import TINY, assert_same_training, one_error_line, read_records, tiny_config
 

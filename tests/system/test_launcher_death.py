@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from cgh.checkpoint import load_checkpoint
-from cgh.runlock import LOCK_NAME, pid_alive
+from cgh.checkpoints.files import load_checkpoint
+from cgh.train.runlock import LOCK_NAME, pid_alive
 from tests.helpers import REPO, TINY, assert_same_training, read_records
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ benchmarks/relational_study.py for seeds 0-2 on an AMD EPYC: ten runs per datase
   resolvably below its random initialisation (gain >= -2.0), and must end above a floor 2 points under the lowest final
   kNN measured; the collapses of the same recipe without its warm-up end at 72-88 % and a provoked one at 45-74 %.
 
-The runs must also log no collapse (cgh.diagnostics.CollapseWatch): the "stays quiet on a healthy run" half of the
+The runs must also log no collapse (cgh.model.diagnostics.CollapseWatch): the "stays quiet on a healthy run" half of the
 collapse tests (tests/system/test_collapse.py has the other half; none of the 42 runs above was flagged).
 """
 

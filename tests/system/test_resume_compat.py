@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import cgh
-from cgh.checkpoint import load_checkpoint
+from cgh.checkpoints.files import load_checkpoint
 from cgh.config import load_config
 from cgh.train import pretrain
 from tests.helpers import CHECKPOINT_FIXTURES, TINY

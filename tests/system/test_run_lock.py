@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cgh.checkpoint import load_checkpoint
+from cgh.checkpoints.files import load_checkpoint
 from cgh.cli import main
-from cgh.runlock import LOCK_NAME
+from cgh.train.runlock import LOCK_NAME
 from tests.helpers import TINY, one_error_line
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]

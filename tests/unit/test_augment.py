@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cgh.augment_ops as augment_ops
+import cgh.augment.ops as augment_ops
 from cgh.augment import NORMALIZATION, AugParams, EvalTransform, ViewAugment, ViewSpec, pretrain_views
-from cgh.augment_ops import adjust_hue, color_jitter, crop_boxes, gaussian_blur, random_resized_crop
+from cgh.augment.ops import adjust_hue, color_jitter, crop_boxes, gaussian_blur, random_resized_crop
 from cgh.data.loaders import Batch
 from tests.reference import torchvision_resized_crop
 
@@ -266,7 +266,7 @@ def test_bad_inputs_raise_value_errors_naming_the_expectation():
 def test_augparams_accepts_config_lists_and_positional_fields():
     p = AugParams(jitter=[0.4, 0.4, 0.4, 0.1], blur_sigma=[0.1, 2.0])
     assert p == AugParams() and hash(p) == hash(AugParams())
-    # cgh.train builds it positionally from config.AugConfig, in this order.
+    # cgh.train.loop builds it positionally from config.AugConfig, in this order.
     q = AugParams((0.1, 0.2, 0.3, 0.04), 0.5, 0.6, 0.7, (0.2, 1.0), False, 0.9)
     assert (q.jitter, q.jitter_p, q.grayscale_p, q.blur_p, q.blur_sigma, q.blur_relative, q.flip_p) == (
         (0.1, 0.2, 0.3, 0.04),

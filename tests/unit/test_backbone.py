@@ -1,4 +1,4 @@
-"""ResNet backbones (cgh.backbone): torchvision's names and shapes, stems, stage shapes, initialisation,
+"""ResNet backbones (cgh.model.backbone): torchvision's names and shapes, stems, stage shapes, initialisation,
 SplitBatchNorm."""
 
 import json
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from cgh.backbone import ARCHS, ResNet, SplitBatchNorm, SplitBatchNorm1d, build_backbone, convert_split_bn
+from cgh.model.backbone import ARCHS, ResNet, build_backbone
+from cgh.model.splitbn import SplitBatchNorm, SplitBatchNorm1d, convert_split_bn
 from tests.helpers import TORCHVISION_SHAPES
 
 TV = TORCHVISION_SHAPES

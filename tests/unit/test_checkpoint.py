@@ -1,5 +1,5 @@
-"""Checkpoint files (cgh.checkpoint): a checkpoint crafted to run code is refused WITHOUT running it, by every loader
-and every command; a truncated or junk file gets a clear error naming it.
+"""Checkpoint files (cgh.checkpoints.files): a checkpoint crafted to run code is refused WITHOUT running it, by every
+loader and every command; a truncated or junk file gets a clear error naming it.
 
 Also covered elsewhere: crafted CIFAR pickles (tests/unit/data/test_cifar.py), crafted detectron2 pickles
 (tests/unit/test_export.py::test_load_detectron2_refuses_code), checkpoints of another method or architecture
@@ -12,10 +12,10 @@ import re
 import pytest
 import torch
 
-from cgh.checkpoint import load_checkpoint, load_file
+from cgh.checkpoints.files import load_checkpoint, load_file
+from cgh.checkpoints.pretrained import load_backbone
 from cgh.cli import main
 from cgh.errors import CheckpointError
-from cgh.pretrained import load_backbone
 from tests.helpers import RunsPython, RunsShell, one_error_line
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -316,7 +316,7 @@ def test_a_yaml_file_starts_from_the_preset_it_names(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[:5] == [
         "# Resolved config (it loads as it is); built from, later lines overriding earlier ones:",
-        "#   defaults      cgh.config_sections", "#   preset        demo",
+        "#   defaults      cgh.config.sections", "#   preset        demo",
         f"#   file          {path}: optim.lr, model.width", "#   command line  optim.epochs=3"]
     (tmp_path / "resolved.yaml").write_text(out)
     again = load_config(str(tmp_path / "resolved.yaml"))

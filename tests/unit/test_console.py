@@ -1,10 +1,10 @@
-"""What a pretraining run prints (cgh.console): the warning of a run that ends inside its InfoNCE warm-up, the
+"""What a pretraining run prints (cgh.train.console): the warning of a run that ends inside its InfoNCE warm-up, the
 epoch line's times. The banner and lines of real runs: tests/unit/test_train.py."""
 
 import pytest
 
 from cgh.config import load_config
-from cgh.console import duration, elapsed_and_eta, epoch_line, warmup_warning
+from cgh.train.console import duration, elapsed_and_eta, epoch_line, warmup_warning
 
 
 def test_a_run_ending_inside_the_warm_up_says_how_much_is_still_infonce():

@@ -1,12 +1,12 @@
-"""cgh.cost: the supervised reference of `cgh cost` and of benchmarks/gpu_check.py."""
+"""cgh.train.cost: the supervised reference of `cgh cost` and of benchmarks/gpu_check.py."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from cgh.backbone import SplitBatchNorm
 from cgh.config import load_config
-from cgh.cost import Supervised, measure, method_configs
+from cgh.model.splitbn import SplitBatchNorm
+from cgh.train.cost import Supervised, measure, method_configs
 
 
 def test_supervised_reference_uses_plain_bn_whatever_the_bn_mode():
@@ -30,7 +30,7 @@ def test_each_method_is_timed_on_its_own_recipe():
 
 
 def test_measure_builds_each_method_from_its_config(monkeypatch):
-    import cgh.cost as cost
+    import cgh.train.cost as cost
 
     built = {}
 

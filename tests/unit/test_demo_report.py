@@ -1,4 +1,4 @@
-"""The demo report's sentences (cgh.demo_report): every branch a complete sentence. The whole report is written by
+"""The demo report's sentences (cgh.demo.report): every branch a complete sentence. The whole report is written by
 tests/system/test_demo.py."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from cgh.demo_report import _against_raw
+from cgh.demo.report import _against_raw
 
 METHODS = ["cgh", "ressl", "mocov2"]
 

@@ -1,4 +1,5 @@
-"""Collapse diagnostics (cgh.diagnostics) on known tensors, the collapse watch, and the methods' ``diagnose`` switch."""
+"""Collapse diagnostics (cgh.model.diagnostics) on known tensors, the collapse watch, and the methods' ``diagnose``
+switch."""
 
 import math
 from dataclasses import replace
@@ -6,7 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cgh.diagnostics import (
+from cgh.methods import METHODS, build_method
+from cgh.model.diagnostics import (
     CRITERIA,
     CollapseWatch,
     collapse_signs,
@@ -15,7 +17,6 @@ from cgh.diagnostics import (
     is_diagnostic,
     relation_entropy,
 )
-from cgh.methods import METHODS, build_method
 from tests.helpers import small_cfg, views
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -219,8 +220,8 @@ def test_diagnose_adds_exactly_the_diagnostics_and_changes_nothing(name):
 def test_symmetric_methods_report_std_and_rank_and_their_collapse_is_watched_by_the_std(name):
     """BYOL, SimSiam and SimCLR have no relation target (no entropy, no ln K): their logged diagnostics are the
     feature std, rank and cos, and the watch flags a collapse by the std alone (SimSiam's failure mode)."""
-    from cgh.diagnostics import CollapseWatch
     from cgh.methods import METHODS, build_method
+    from cgh.model.diagnostics import CollapseWatch
     from tests.helpers import small_cfg, views
 
     method = build_method(small_cfg(name, pred_hid_dim=24))

@@ -1,4 +1,4 @@
-"""The EMA teacher (cgh.ema): a frozen copy, the update formula, buffers, momentum schedules."""
+"""The EMA teacher (cgh.model.ema): a frozen copy, the update formula, buffers, momentum schedules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cgh.ema import ema_update, make_teacher, momentum_at
+from cgh.model.ema import ema_update, make_teacher
+from cgh.optim.schedule import momentum_at
 
 
 def small_net():

@@ -20,11 +20,7 @@ import torch
 import yaml
 
 import cgh
-from cgh.backbone import ResNet
-from cgh.checkpoint import FORMAT
-from cgh.cli import main
-from cgh.errors import CGHError, CheckpointError
-from cgh.export import (
+from cgh.checkpoints.export import (
     compatibility_warnings,
     export_backbone,
     from_detectron2,
@@ -32,6 +28,10 @@ from cgh.export import (
     to_detectron2,
     torchvision_state_dict,
 )
+from cgh.checkpoints.files import FORMAT
+from cgh.cli import main
+from cgh.errors import CGHError, CheckpointError
+from cgh.model.backbone import ResNet
 from tests.helpers import REPO, TORCHVISION_SHAPES
 from tests.reference import expected_detectron2_keys
 

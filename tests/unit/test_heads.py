@@ -1,4 +1,4 @@
-"""Hypercolumn stacking and the hypercolumn head (cgh.heads), docs/method.md#hypercolumn-head."""
+"""Hypercolumn stacking and the hypercolumn head (cgh.model.heads), docs/method.md#hypercolumn-head."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cgh.heads import HypercolumnHead, stack_hypercolumn
+from cgh.model.heads import HypercolumnHead, stack_hypercolumn
 
 
 class TestHypercolumn:
     def stages(self, arch="resnet18", size=32):
-        from cgh.backbone import ResNet
+        from cgh.model.backbone import ResNet
 
         net = ResNet(arch, stem="cifar")
         with torch.no_grad():

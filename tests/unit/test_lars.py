@@ -1,12 +1,12 @@
-"""cgh.lars: one step against the update rule written out, and the exclusions of norm layers and biases."""
+"""cgh.optim.lars: one step against the update rule written out, and the exclusions of norm layers and biases."""
 
 import pytest
 import torch
 from torch import nn
 
 from cgh.config import Config
-from cgh.lars import LARS
-from cgh.schedule import build_optimizer
+from cgh.optim.lars import LARS
+from cgh.optim.schedule import build_optimizer
 
 
 def test_one_step_is_the_lars_rule_and_excluded_groups_are_plain_sgd():

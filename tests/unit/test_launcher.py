@@ -1,5 +1,5 @@
-"""cgh.launcher: a worker started by a launcher dies with it (prctl's parent-death signal on Linux, a watchdog thread
-elsewhere; both tried here), also when the launcher died before the mechanism was armed; a plain run outlives its
+"""cgh.runtime.launcher: a worker started by a launcher dies with it (prctl's parent-death signal on Linux, a watchdog
+thread elsewhere; both tried here), also when the launcher died before the mechanism was armed; a plain run outlives its
 parent. Real processes: a "launcher" that starts a worker and is then SIGKILLed, as torchrun is in the issue."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from cgh import launcher
-from cgh.runlock import pid_alive
+from cgh.runtime import launcher
+from cgh.train.runlock import pid_alive
 from tests.helpers import REPO
 
 # The worker: imports cgh (which records its parent), waits for GO (a file) when given one, arms the mechanism, says
 # so, and sleeps; "survived" only if it outlived a launcher that was gone before arming.
 WORKER = textwrap.dedent("""
     import os, sys, time
-    from cgh import launcher
+    from cgh.runtime import launcher
     print("imported", flush=True)
     mechanism, go = sys.argv[1] or None, sys.argv[2]
     while go and not os.path.exists(go):

@@ -1,5 +1,5 @@
-"""TensorBoard and W&B receive exactly what metrics.jsonl holds (cgh.loggers), and a resumed run continues the same
-curves without logging a step twice."""
+"""TensorBoard and W&B receive exactly what metrics.jsonl holds (cgh.train.loggers), and a resumed run continues the
+same curves without logging a step twice."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-from cgh.loggers import scalars
 from cgh.train import pretrain
+from cgh.train.loggers import scalars
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

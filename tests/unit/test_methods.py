@@ -13,11 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cgh.config.names import METHOD_NAMES, TEACHER_VIEWS
 from cgh.methods import METHODS, QUEUE_METHODS, build_method
 from tests.helpers import SMALL_BATCH, SMALL_QUEUE, small_cfg, views
 from tests.reference import np_byol, np_info_nce, np_mean_cos, np_nt_xent, np_relation
 
 B, K = SMALL_BATCH, SMALL_QUEUE  # the batch of views() and the queue of small_cfg()
+
+
+def test_the_configs_table_of_methods_is_the_methods_own():
+    # the config validates method names against cgh.config.names without importing the methods (no import circle)
+    assert METHOD_NAMES == tuple(METHODS)
+    assert TEACHER_VIEWS == {name: cls.teacher_view for name, cls in METHODS.items()}
+    assert set(QUEUE_METHODS) == {name for name in METHODS if hasattr(build_method(small_cfg(name)), "queue")}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -107,7 +115,7 @@ def test_head_bn_option_puts_bn_in_every_mlp():
     cfg = small_cfg("cgh", head_bn=True)
     cfg.model.bn_mode, cfg.model.bn_splits = "split", 2
     method = build_method(cfg)
-    from cgh.backbone import SplitBatchNorm1d
+    from cgh.model.splitbn import SplitBatchNorm1d
 
     assert isinstance(method.student.projector[1], SplitBatchNorm1d)
     assert isinstance(method.student.hyper.mlp[1], SplitBatchNorm1d)
@@ -224,7 +232,7 @@ def test_loss_warmup_floor_in_steps(epochs, floor, steps_per_epoch, expected):
 
 
 def test_hyper_bn_plain_normalises_the_whole_batch_in_the_hypercolumn_head():
-    from cgh.backbone import SplitBatchNorm
+    from cgh.model.splitbn import SplitBatchNorm
 
     cfg = small_cfg("cgh", hyper_bn="plain", head_bn=True)
     cfg.model.bn_mode, cfg.model.bn_splits = "split", 4
@@ -308,7 +316,7 @@ def test_simclr_loss_over_a_gathered_batch_equals_the_whole_batch():
 
 
 def test_fixed_predictor_lr_keeps_its_group_at_the_initial_lr(tmp_path):
-    from cgh.schedule import build_optimizer
+    from cgh.optim.schedule import build_optimizer
 
     cfg = small_cfg("simsiam", pred_hid_dim=24, fix_pred_lr=True)
     method = build_method(cfg)
@@ -332,7 +340,7 @@ class _TorchvisionStyle(nn.Module):
 
     def __init__(self, num_classes, zero_init_residual):
         super().__init__()
-        from cgh.backbone import build_backbone
+        from cgh.model.backbone import build_backbone
 
         self.net = build_backbone("resnet18", "cifar", 16, 0, 1, zero_init_residual)
         self.fc = nn.Linear(self.net.num_features, num_classes)
@@ -343,7 +351,7 @@ class _TorchvisionStyle(nn.Module):
 
 @pytest.mark.skipif(not SIMSIAM_REF, reason="set CGH_SIMSIAM_REF to a checkout of facebookresearch/simsiam")
 def test_one_simsiam_step_equals_the_official_code_in_float64():
-    from cgh.schedule import build_optimizer
+    from cgh.optim.schedule import build_optimizer
 
     spec = importlib.util.spec_from_file_location("simsiam_builder", Path(SIMSIAM_REF) / "simsiam" / "builder.py")
     builder = importlib.util.module_from_spec(spec)
@@ -373,7 +381,7 @@ def test_one_simsiam_step_equals_the_official_code_in_float64():
     loss_ref.backward()
 
     opt = build_optimizer(ours, cfg.optim, init_lr)
-    for g in opt.param_groups:  # as cgh.train does
+    for g in opt.param_groups:  # as cgh.train.loop does
         g["lr"] = init_lr if g.get("fixed_lr") else cur_lr
     loss, _ = ours([x1, x2], momentum=0.99)
     opt.zero_grad()

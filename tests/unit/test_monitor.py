@@ -1,4 +1,4 @@
-"""The kNN monitor of pretraining (cgh.monitor) on folders of real photographs as people keep them, through
+"""The kNN monitor of pretraining (cgh.train.monitor) on folders of real photographs as people keep them, through
 `cgh pretrain cifar10 data.name=folder data.path=PHOTOS`: train/ is pretrained on and is the bank, val/ the test
 split, the banner says so; a corrupt JPEG is left out (data.corrupt=skip) and reported; a folder without labels,
 without a held-out split, or whose test images are its training images turns the monitor off with one line."""
@@ -98,7 +98,7 @@ def test_a_run_whose_knn_ends_below_its_random_init_says_so(tmp_path, capsys, mo
     """Every method of a short run on a folder of photographs ended below its random-init kNN, and nothing in the run
     said so. Now one note at the end (not a collapse warning), and the end record of metrics.jsonl carries it. The
     monitor's values are set here (epoch 0, 1, 2), so that the test does not hang on a trained number."""
-    from cgh.monitor import KnnMonitor
+    from cgh.train.monitor import KnnMonitor
 
     photos = tmp_path / "photos"
     photo_folder(photos)

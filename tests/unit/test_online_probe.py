@@ -1,4 +1,4 @@
-"""The online linear probe (cgh.online_probe): it learns, it never changes training, and it resumes exactly."""
+"""The online linear probe (cgh.train.online_probe): it learns, it never changes training, and it resumes exactly."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cgh.checkpoint import load_checkpoint
-from cgh.online_probe import OnlineProbe
+from cgh.checkpoints.files import load_checkpoint
 from cgh.train import pretrain
+from cgh.train.online_probe import OnlineProbe
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from cgh import load_backbone
-from cgh.backbone import ResNet
 from cgh.errors import CheckpointError
 from cgh.methods import build_method
+from cgh.model.backbone import ResNet
 from cgh.train import pretrain
 from tests.helpers import tiny_config
 
@@ -82,7 +82,7 @@ def test_errors_name_the_file(tmp_path):
 
 # ---- published layouts -----------------------------------------------------------------------------------------------
 # Each test writes a checkpoint in the key layout its project's own code saves (the sources are cited in
-# cgh/checkpoint_formats.py) from a small cgh ResNet, loads it and compares weights and features with the original.
+# cgh/checkpoints/formats.py) from a small cgh ResNet, loads it and compares weights and features with the original.
 
 
 def small_net(stem="cifar", seed=0, arch="resnet18", width=8):
@@ -372,7 +372,7 @@ def test_lightning_metadata_loads_with_stand_ins(tmp_path, monkeypatch):
     import pathlib
     import typing
 
-    from cgh.checkpoint import load_file
+    from cgh.checkpoints.files import load_file
 
     class DictConfig:  # what omegaconf's DictConfig pickles: its class, a metadata object, its content
         def __init__(self, content):
@@ -494,7 +494,7 @@ def test_wrong_images_are_a_value_error_saying_what_to_pass(tmp_path, images, me
 def test_random_init_backbone_is_the_runs_initial_encoder(tmp_path):
     """prepare_run seeds torch with cfg.seed and builds the method; random_init_backbone draws the same student
     backbone and hypercolumn head, bit for bit, and leaves the global RNG where it was."""
-    from cgh.pretrained import random_init_backbone
+    from cgh.checkpoints.pretrained import random_init_backbone
     from cgh.train import prepare_run
 
     cfg = tiny_config(tmp_path / "run", "seed=7")
@@ -517,10 +517,10 @@ def test_knn_random_init_is_the_demos_and_the_monitors_epoch_0(tmp_path, capsys)
     epoch-0 kNN monitor value; the BN statistics of the random encoder are not moved by the evaluation."""
     import json
 
+    from cgh.checkpoints.pretrained import random_init_backbone
     from cgh.cli import main
     from cgh.demo import Encoder, demo_config, evaluate_encoder, method_config
     from cgh.evaluate.features import extract_features
-    from cgh.pretrained import random_init_backbone
 
     cfg = demo_config(True, 1, ["data.synthetic_size=256", "data.synthetic_test_size=128", "train.max_steps=1",
                                 "train.progress=false", "method.queue_size=128"])

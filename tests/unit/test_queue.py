@@ -1,11 +1,11 @@
-"""The feature queue (cgh.queue): unit slots, pointer and wrap-around, lockstep, shapes."""
+"""The feature queue (cgh.model.queue): unit slots, pointer and wrap-around, lockstep, shapes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cgh.queue import FeatureQueue
+from cgh.model.queue import FeatureQueue
 
 
 def test_queue_starts_with_unit_slots_and_is_saved():

@@ -1,6 +1,6 @@
-"""The run directory (cgh.rundir) after a start that failed before its first checkpoint: the same command runs again
-(a note says it starts afresh), --resume auto starts, --resume says what to do; a directory holding anything of the
-user's, or a start still running, is never replaced."""
+"""The run directory (cgh.train.rundir) after a start that failed before its first checkpoint: the same command runs
+again (a note says it starts afresh), --resume auto starts, --resume says what to do; a directory holding anything of
+the user's, or a start still running, is never replaced."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from cgh.cli import main
-from cgh.rundir import unfinished_start
+from cgh.train.rundir import unfinished_start
 from tests.helpers import TINY, break_jpeg, files_of, one_error_line, photo_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,4 +1,4 @@
-"""cgh.runlock: one writer per run directory. A live holder (an flock held by another process) is refused with an
+"""cgh.train.runlock: one writer per run directory. A live holder (an flock held by another process) is refused with an
 error naming it; a lock left by a SIGKILLed process, a dead pid, an empty file or another host's old heartbeat is
 taken over with a note; another host's fresh heartbeat is refused; the heartbeat advances; release removes the file."""
 
@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from cgh import runlock
 from cgh.errors import RunLockedError
-from cgh.runlock import LOCK_NAME, RunLock, refuse_if_held
+from cgh.train import runlock
+from cgh.train.runlock import LOCK_NAME, RunLock, refuse_if_held
 
 # A holder in another process: flock, its record, "ready", then sleep until killed.
 HOLDER = textwrap.dedent("""

@@ -1,5 +1,5 @@
-"""The pretraining loop (cgh.train) on one CPU process: schedules, records, exact resume, run directories, non-finite
-losses, mixed precision, corrupt images, and what resuming refuses.
+"""The pretraining loop (cgh.train.loop) on one CPU process: schedules, records, exact resume, run directories,
+non-finite losses, mixed precision, corrupt images, and what resuming refuses.
 
 Killed and signalled processes: tests/system/test_interrupt.py. Old checkpoints resumed:
 tests/system/test_resume_compat.py."""
@@ -14,16 +14,17 @@ import pytest
 import torch
 from PIL import Image
 
-from cgh import train
-from cgh.checkpoint import load_checkpoint
+from cgh.checkpoints.files import load_checkpoint
+from cgh.checkpoints.pretrained import load_backbone
 from cgh.cli import main
 from cgh.errors import CGHError, CheckpointError, ConfigError
 from cgh.methods import build_method
 from cgh.methods import cgh as cgh_module
 from cgh.methods import mocov2 as mocov2_module
 from cgh.methods import ressl as ressl_module
-from cgh.pretrained import load_backbone
-from cgh.train import NonFiniteLossError, lr_at, param_groups, pretrain
+from cgh.optim.schedule import lr_at, param_groups
+from cgh.train import prepare, pretrain
+from cgh.train.run import NonFiniteLossError
 from tests.helpers import TINY, files_of, one_error_line, tiny_config
 
 
@@ -165,7 +166,7 @@ def test_nonfinite_loss_stops_with_step_and_term_and_keeps_checkpoint(tmp_path, 
     pretrain(tiny_config(out, "optim.epochs=1"))
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 4  # one epoch of 4 steps
     good = files_of(out / "checkpoints")  # the last good checkpoint, byte for byte (and any other file there)
-    real = train.build_method
+    real = prepare.build_method
 
     def poisoned(*args, **kwargs):
         method = real(*args, **kwargs)
@@ -181,7 +182,7 @@ def test_nonfinite_loss_stops_with_step_and_term_and_keeps_checkpoint(tmp_path, 
         method.forward = forward_with_nan
         return method
 
-    monkeypatch.setattr(train, "build_method", poisoned)
+    monkeypatch.setattr(prepare, "build_method", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"step 5 .*csist"):
         pretrain(tiny_config(out, "optim.epochs=3", "train.ckpt_every=1"), resume=True)
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
@@ -200,7 +201,7 @@ def test_nonfinite_loss_stops_with_step_and_term_and_keeps_checkpoint(tmp_path, 
 def test_resume_drops_the_records_it_will_log_again(tmp_path, step, capsys):
     """What a killed run may leave after its last checkpoint: step and epoch records of later steps, and (on a full
     disk) a line cut short. On resume they go; everything up to the checkpoint's step stays, byte for byte."""
-    from cgh.rundir import drop_records_after
+    from cgh.train.rundir import drop_records_after
 
     kept_all = [{"kind": "start", "method": "cgh"}, {"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": 10.0},
                 *({"kind": "step", "epoch": 0, "step": s, "loss": 1.0 / s} for s in range(1, 5)),
@@ -343,7 +344,7 @@ def test_corrupt_image_is_fatal_on_request_and_keeps_the_checkpoint(tmp_path, ca
 
 def poison(monkeypatch, at_step: int, term: str) -> None:
     """Make the method's loss (and ``term``) NaN at global step ``at_step``, as a diverging run would."""
-    real = train.build_method
+    real = prepare.build_method
 
     def build(*args, **kwargs):
         method = real(*args, **kwargs)
@@ -359,7 +360,7 @@ def poison(monkeypatch, at_step: int, term: str) -> None:
         method.forward = forward_with_nan
         return method
 
-    monkeypatch.setattr(train, "build_method", build)
+    monkeypatch.setattr(prepare, "build_method", build)
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -538,8 +539,8 @@ def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch,
     the device."""
     import traceback
 
-    import cgh.augment_ops as augment_ops
-    import cgh.train as train
+    import cgh.augment.ops as augment_ops
+    import cgh.train.loop as train
 
     monkeypatch.setattr(augment_ops, "READ_FREE_DEVICES", ())
 
@@ -579,7 +580,7 @@ def test_a_step_between_log_points_never_reads_the_device(tmp_path, monkeypatch,
 def test_the_device_move_counter_sees_a_permutation_made_on_the_host(monkeypatch):
     """The counter of the test above, on the pattern it is there for: the old shuffle, a CPU randperm moved to the
     batch's device (a no-op on the CPU, a blocking copy on a GPU); and the shuffle as it is now passes."""
-    from cgh import dist
+    from cgh.runtime import dist
 
     moves: list = []
     _count_device_moves(monkeypatch, moves, lambda: "step")

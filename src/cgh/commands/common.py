@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from cgh.augment import dataset_normalization
+from cgh.checkpoints.pretrained import FEATURE_KINDS, PretrainedBackbone
 from cgh.commands.evaluated import add_checkpoint_arguments, load_evaluated, random_init_protocol
 from cgh.config import Config, config_from_dict, load_config, merge, parse_overrides, preset_names
 from cgh.data import open_split
@@ -35,8 +36,7 @@ from cgh.data.configured import check_same_classes, resolve_split, saved_folder_
 from cgh.data.decode import eval_resize
 from cgh.errors import ConfigError, DataError
 from cgh.evaluate.features import extract_features, num_classes_of
-from cgh.pretrained import FEATURE_KINDS, PretrainedBackbone
-from cgh.runtime import resolve_amp, resolve_device
+from cgh.runtime.device import resolve_amp, resolve_device
 from cgh.wording import counted
 
 # Datasets without a preset of their own borrow one (same image size and eval splits).

@@ -1,5 +1,5 @@
 """``cgh cost``: time one training step of supervised, MoCo-v2, ReSSL, BYOL, SimSiam, SimCLR and CGH (Table 3;
-cgh.cost)."""
+cgh.train.cost)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import json
 
 from cgh.config import load_config
-from cgh.cost import METHOD_NAMES, format_table, measure, method_configs
+from cgh.train.cost import METHOD_NAMES, format_table, measure, method_configs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

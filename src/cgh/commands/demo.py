@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cgh.demo import ALL_METHODS, DEMO_DATASETS, DEMO_METHODS, run_demo
-from cgh.demo_report import METHOD_LABELS, pm
+from cgh.demo.report import METHOD_LABELS, pm
 from cgh.errors import ConfigError
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from cgh.checkpoints.pretrained import FEATURE_KINDS
 from cgh.commands.common import (
     add_eval_arguments,
     check_feature_kind,
@@ -25,7 +26,6 @@ from cgh.data import open_split
 from cgh.errors import ConfigError, DataError
 from cgh.evaluate.embed import TABLE_FORMATS, check_table_format, output_paths, write_embeddings
 from cgh.evaluate.features import num_classes_of
-from cgh.pretrained import FEATURE_KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,9 +2,9 @@
 architecture at the weights a ``cgh pretrain`` run of its config starts from.
 
 - ``cgh knn runs/x --random-init``: the architecture (arch, width, stem, hypercolumn layers), the seed and the data
-  come from the checkpoint's config; the weights are those ``cgh.pretrained.random_init_backbone`` draws, bit for bit
-  the run's initial student backbone: its kNN monitor's epoch-0 value and the demo's "random init" row. The trained
-  weights are not used. ``--init-seed N`` draws another initialisation.
+  come from the checkpoint's config; the weights are those ``cgh.checkpoints.pretrained.random_init_backbone`` draws,
+  bit for bit the run's initial student backbone: its kNN monitor's epoch-0 value and the demo's "random init" row. The
+  trained weights are not used. ``--init-seed N`` draws another initialisation.
 - ``cgh knn --random-init --preset demo``: no checkpoint; the preset (or YAML file) gives architecture, seed and data.
 - a file without a training config (a torchvision export, a published checkpoint): its architecture is read off its
   weights, the defaults give the rest, and the seed is ``--init-seed`` (0 by default).
@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from cgh.checkpoint import FORMAT, checkpoint_file
-from cgh.checkpoint_formats import read_checkpoint
+from cgh.checkpoints.files import FORMAT, checkpoint_file
+from cgh.checkpoints.formats import read_checkpoint
+from cgh.checkpoints.pretrained import PretrainedBackbone, load_backbone, random_init_backbone
 from cgh.config import Config, config_from_dict, load_config
 from cgh.errors import ConfigError
-from cgh.pretrained import PretrainedBackbone, load_backbone, random_init_backbone
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, random_init: bool = False) -> None:

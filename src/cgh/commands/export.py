@@ -1,4 +1,4 @@
-"""``cgh export``: the backbone of a checkpoint in torchvision or detectron2 format (cgh.export)."""
+"""``cgh export``: the backbone of a checkpoint in torchvision or detectron2 format (cgh.checkpoints.export)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from cgh.checkpoint import FORMAT, checkpoint_file
+from cgh.checkpoints.export import FORMATS, default_output, export_backbone
+from cgh.checkpoints.files import FORMAT, checkpoint_file
+from cgh.checkpoints.pretrained import load_backbone
 from cgh.errors import CGHError
-from cgh.export import FORMATS, default_output, export_backbone
-from cgh.pretrained import load_backbone
 from cgh.wording import counted
 
 

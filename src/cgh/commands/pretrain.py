@@ -6,11 +6,12 @@ import argparse
 import signal
 from pathlib import Path
 
-from cgh import dist
-from cgh.checkpoint import load_checkpoint
+from cgh.checkpoints.files import load_checkpoint
 from cgh.config import config_from_dict, load_config, merge, parse_overrides, to_yaml
 from cgh.errors import ConfigError
-from cgh.train import EXIT_COLLAPSED, EXIT_REQUEUE, find_checkpoint, pretrain
+from cgh.runtime import dist
+from cgh.train.loop import EXIT_COLLAPSED, EXIT_REQUEUE, pretrain
+from cgh.train.resume import find_checkpoint
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from cgh import dist
 from cgh.commands.common import add_eval_arguments, checkpoint_label, emit, resolve_eval_setup
 from cgh.data.configured import check_same_classes
 from cgh.errors import ConfigError
 from cgh.evaluate.classify import RRC_SCALE
 from cgh.evaluate.features import num_classes_of
 from cgh.evaluate.semisup import finetune, labelled_subset
+from cgh.runtime import dist
 from cgh.wording import counted
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cgh.checkpoints.pretrained import FEATURE_KINDS, load_backbone
 from cgh.commands.common import (
     add_checkpoint_arguments,
     add_data_arguments,
@@ -18,7 +19,6 @@ from cgh.commands.common import (
 )
 from cgh.errors import ConfigError
 from cgh.evaluate.tsne import DEFAULT_NUM_CLASSES, DEFAULT_PER_CLASS, PCA_DIM, select_indices, tsne_figure
-from cgh.pretrained import FEATURE_KINDS, load_backbone
 from cgh.wording import counted
 
 

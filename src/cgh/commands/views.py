@@ -1,11 +1,11 @@
-"""``cgh views``: a PNG grid of the weak, strong and local views the model sees (cgh.viewgrid).
+"""``cgh views``: a PNG grid of the weak, strong and local views the model sees (cgh.augment.grid).
 
     cgh views --dataset cifar10 --data-path /data/cifar      # a dataset preset's augmentation
     cgh views runs/x                                         # a run's own: its config.yaml (or checkpoint)
 
 The augmentation is the dataset preset's (``cgh.augment.build_augment`` on its config: e.g. no blur for CIFAR-10),
-the views ``cgh.views.pretrain_views`` of its crop scales; datasets without a preset use the default recipe. Given a
-run (its directory, its ``config.yaml`` or a checkpoint), everything comes from the run's config: its data and
+the views ``cgh.config.views.pretrain_views`` of its crop scales; datasets without a preset use the default recipe.
+Given a run (its directory, its ``config.yaml`` or a checkpoint), everything comes from the run's config: its data and
 pretraining split, image size, augmentation, teacher view and local crops; flags override single values.
 """
 
@@ -21,14 +21,14 @@ import yaml
 
 import cgh.data
 from cgh.augment import build_augment, dataset_normalization
-from cgh.checkpoint import checkpoint_file, load_checkpoint
+from cgh.augment.grid import draw_views, grid_images, save_view_grid
+from cgh.checkpoints.files import checkpoint_file, load_checkpoint
 from cgh.commands.common import dataset_config, has_preset
 from cgh.config import Config, config_from_dict
+from cgh.config.views import pretrain_views
 from cgh.data import open_split
 from cgh.errors import CGHError, ConfigError, DataError
 from cgh.methods import teacher_view
-from cgh.viewgrid import draw_views, grid_images, save_view_grid
-from cgh.views import pretrain_views
 
 _MAX_LOCAL = 4  # docs/method.md#multi-crop-views defines four local crops
 _SYNTHETIC_IMAGES = 500

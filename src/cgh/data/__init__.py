@@ -28,8 +28,9 @@ from cgh.data.digits import open_digits
 from cgh.data.eval_loader import EvalLoader, build_eval_loader
 from cgh.data.folder import open_folder
 from cgh.data.imagenet import open_imagenet, open_imagenet100
-from cgh.data.loaders import Batch, GlobalBatchSampler, PretrainLoader, build_pretrain_loader
+from cgh.data.loaders import Batch, PretrainLoader, build_pretrain_loader
 from cgh.data.npz import open_npz
+from cgh.data.sampler import GlobalBatchSampler
 from cgh.data.stl10 import open_stl10
 from cgh.data.synthetic import make_synthetic, open_synthetic, save_sample_sheet
 from cgh.data.tinyimagenet import open_tinyimagenet

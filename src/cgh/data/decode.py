@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from cgh.data.image_modes import rgb_pixels
 from cgh.errors import DataError
-from cgh.runtime import loader_workers, usable_cpus
+from cgh.runtime.device import loader_workers, usable_cpus
 
 try:  # a dependency of cgh; without it every image is decoded by Pillow
     import simplejpeg

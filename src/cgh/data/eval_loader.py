@@ -10,9 +10,10 @@ from torch.utils.data import DataLoader
 
 from cgh.data.base import FileSource, Source
 from cgh.data.decode import eval_resize, load_image, resize_center_crop, to_uint8_chw
-from cgh.data.loaders import CORRUPT_MODES, GlobalBatchSampler, _FileDataset, _to_device
+from cgh.data.loaders import CORRUPT_MODES, _FileDataset, _to_device
+from cgh.data.sampler import GlobalBatchSampler
 from cgh.errors import DataError
-from cgh.runtime import loader_workers
+from cgh.runtime.device import loader_workers
 
 
 class _EvalDataset(_FileDataset):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from cgh.augment import ViewAugment
-from cgh.views import AugParams, ViewSpec
+from cgh.config.views import AugParams, ViewSpec
 
 IMAGENET_DATASETS = ("imagenet", "imagenet100")  # the datasets the authors' ImageNet protocols are for
 RRC_SCALE = (0.08, 1.0)  # docs/evaluation.md#linear-probe / docs/evaluation.md#semi-supervised: torchvision

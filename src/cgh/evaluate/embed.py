@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from cgh.augment import EvalTransform
+from cgh.checkpoints.pretrained import FEATURE_KINDS, PretrainedBackbone
 from cgh.data import FileSource, build_eval_loader
 from cgh.errors import ConfigError, DataError
 from cgh.evaluate.features import collect
-from cgh.pretrained import FEATURE_KINDS, PretrainedBackbone
 
 TABLE_FORMATS = ("csv", "parquet")
 TABLE_COLUMNS = ("index", "label", "class", "path")

@@ -17,10 +17,10 @@ import sys
 import torch
 
 from cgh.augment import EvalTransform
+from cgh.checkpoints.pretrained import FEATURE_KINDS, PretrainedBackbone
 from cgh.data import build_eval_loader
 from cgh.data.decode import eval_resize  # noqa: F401 - re-exported: the evaluation resize rule
-from cgh.pretrained import FEATURE_KINDS, PretrainedBackbone
-from cgh.runtime import autocast
+from cgh.runtime.device import autocast
 
 
 @torch.no_grad()
@@ -28,7 +28,7 @@ def collect(fn, loader, transform, *, device, amp=None, limit: int = 0, out_devi
             dim: int | None = None, progress: bool = False, desc: str = "features"
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``fn(transform(images.to(device)))`` over the (images uint8, labels) batches of ``loader``, ``fn`` under
-    ``cgh.runtime.autocast(device, amp)``; return (outputs float32 (N, D), labels int64 (N,)) on ``out_device``.
+    ``cgh.runtime.device.autocast(device, amp)``; return (outputs float32 (N, D), labels int64 (N,)) on ``out_device``.
 
     limit: stop after the batch in which the count of samples seen reaches ``limit`` (0: all batches).
     total / dim: when both are given, the outputs are written into one preallocated (total, dim) tensor (an ImageNet

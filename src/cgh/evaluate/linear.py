@@ -61,8 +61,8 @@ from cgh.evaluate.classify import (  # noqa: F401 - RRC_SCALE re-exported
     topk_hits,
     train_crops,
 )
-from cgh.runtime import autocast
-from cgh.schedule import cosine_decay
+from cgh.optim.schedule import cosine_decay
+from cgh.runtime.device import autocast
 
 # protocol -> defaults of the probe's numbers (every one is a flag; see the module docstring for the reasons).
 PROTOCOLS: dict[str, dict[str, Any]] = {

@@ -14,9 +14,9 @@ epoch; ``knn_top1`` on monitor epochs, epoch 0 being the random init) and ``end`
 NOTE (Fig. 2): the authors' monitor uses the projection-MLP embedding (docs/evaluation.md#knn-monitor); ours plots
 whatever ``knn_top1`` the run logged (see its config's train.knn_* settings).
 
-Collapse diagnostics (cgh.diagnostics): when any run's epoch records carry them (``std_global``, ``ent_global``, ...:
-the mean over the epoch's logged steps), the figure gets a second row under the kNN and loss panels, on the same epoch
-axis: the normalised feature std (about 1 spread, 0 collapsed) and the teacher's relation entropy as a fraction of
+Collapse diagnostics (cgh.model.diagnostics): when any run's epoch records carry them (``std_global``, ``ent_global``,
+...: the mean over the epoch's logged steps), the figure gets a second row under the kNN and loss panels, on the same
+epoch axis: the normalised feature std (about 1 spread, 0 collapsed) and the teacher's relation entropy as a fraction of
 ln K (1: a uniform target, no signal), global context solid and hypercolumn dashed, one colour per run as above. A
 row in the same PNG rather than a second file, so that a collapse reads directly under the kNN curve it explains and
 one command still writes one figure. When no run logged diagnostics, the figure is the single row of kNN and loss.
@@ -38,13 +38,13 @@ METRICS_FILE = "metrics.jsonl"
 # hyper / csist / nce, ReSSL's relation, MoCo-v2's nce.
 TERM_STYLES = {"hyper": "--", "csist": ":", "nce": "-.", "relation": (0, (5, 1))}
 TERMS = tuple(TERM_STYLES)
-# The diagnostics of cgh.diagnostics (is_diagnostic), named here because that module pulls in torch and this one
+# The diagnostics of cgh.model.diagnostics (is_diagnostic), named here because that module pulls in torch and this one
 # must not (tests/unit/evaluate/test_plot.py keeps the two in step). std and ent are drawn; rank and cos are read, not
 # drawn.
 DIAGNOSTICS = tuple(f"{stat}_{context}" for stat in ("std", "rank", "cos", "ent") for context in ("global", "hyper"))
 CONTEXT_STYLES = {"global": "-", "hyper": "--"}
-# cgh.diagnostics.CRITERIA's thresholds, drawn as reference lines: a std below STD_COLLAPSED in every context, or a
-# teacher entropy at or above ENT_UNIFORM with the relation losses at ln K, is what the collapse watch counts
+# cgh.model.diagnostics.CRITERIA's thresholds, drawn as reference lines: a std below STD_COLLAPSED in every context, or
+# a teacher entropy at or above ENT_UNIFORM with the relation losses at ln K, is what the collapse watch counts
 STD_COLLAPSED, ENT_UNIFORM = 0.05, 0.98
 _DPI = 150
 

@@ -28,9 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cgh import dist
 from cgh.augment import EvalTransform
-from cgh.backbone import ResNet
 from cgh.data import GlobalBatchSampler, PretrainLoader, build_eval_loader, open_split
 from cgh.evaluate.classify import (  # noqa: F401 - RRC_SCALE re-exported
     IMAGENET_DATASETS,
@@ -42,7 +40,9 @@ from cgh.evaluate.classify import (  # noqa: F401 - RRC_SCALE re-exported
     train_crops,
 )
 from cgh.evaluate.features import collect
-from cgh.runtime import autocast
+from cgh.model.backbone import ResNet
+from cgh.runtime import dist
+from cgh.runtime.device import autocast
 
 IMAGENET_LISTS = {0.01: "train_1pct", 0.1: "train_10pct"}  # docs/evaluation.md#semi-supervised: the SimCLR subset files
 FinetuneResult = ProbeResult  # the fine-tuning's result: the probes' result type with steps and images per epoch

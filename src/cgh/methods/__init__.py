@@ -5,7 +5,7 @@ its own: the teacher's view (``teacher_view``), the names of the loss terms it r
 prints, and the relation terms the collapse watch reads. ``views`` is ``[teacher view, student view, *local crops]``;
 for the symmetric methods (BYOL, SimSiam, SimCLR) it is two strong views that play both parts. SimSiam and SimCLR have
 no momentum encoder: their ``teacher`` is the student itself. A method with a ``predictor`` (BYOL, SimSiam) trains it
-with the student (cgh.schedule.param_groups).
+with the student (cgh.optim.schedule.param_groups).
 """
 
 from __future__ import annotations
@@ -15,23 +15,24 @@ from typing import ClassVar, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from cgh.backbone import build_backbone
 from cgh.config import Config, MethodConfig, resolve_bn_mode
+from cgh.config.names import QUEUE_METHODS  # noqa: F401 - the methods' table of it
 from cgh.methods.byol import BYOL
 from cgh.methods.cgh import CGH
 from cgh.methods.mocov2 import MoCoV2
 from cgh.methods.ressl import ReSSL
 from cgh.methods.simclr import SimCLR
 from cgh.methods.simsiam import SimSiam
+from cgh.model.backbone import build_backbone
 
+# The names (and each one's teacher view, QUEUE_METHODS) are also cgh.config.names', which the config's checks read
+# without importing the methods; tests/unit/test_methods.py holds the two tables in step.
 METHODS = {"mocov2": MoCoV2, "ressl": ReSSL, "cgh": CGH, "byol": BYOL, "simsiam": SimSiam, "simclr": SimCLR}
-# Methods with a queue of past keys (method.queue_size applies to these only)
-QUEUE_METHODS = ("mocov2", "ressl", "cgh")
 
 
 @runtime_checkable
 class Method(Protocol):
-    """What the training loop (cgh.train) uses of a method, and nothing more."""
+    """What the training loop (cgh.train.loop) uses of a method, and nothing more."""
 
     student: nn.Module  # the encoder that learns: optimised, kNN-monitored, exported
     teacher: nn.Module  # its EMA copy (no gradients); the student itself for SimSiam and SimCLR
@@ -50,7 +51,7 @@ class Method(Protocol):
                 diagnose: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Update the teacher (EMA ``momentum``), compute the loss of global step ``step`` and push the queues.
         Returns the scalar to back-propagate and detached named terms; with ``diagnose``, also the collapse
-        diagnostics of cgh.diagnostics."""
+        diagnostics of cgh.model.diagnostics."""
         ...
 
 

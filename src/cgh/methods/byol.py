@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cgh.backbone import ResNet, norm_layer_factory
 from cgh.config import MethodConfig
-from cgh.diagnostics import context_diagnostics
-from cgh.ema import ema_update, make_teacher
-from cgh.heads import Encoder, mlp
 from cgh.losses import byol_regression
 from cgh.methods.common import teacher_forward
+from cgh.model.backbone import ResNet
+from cgh.model.diagnostics import context_diagnostics
+from cgh.model.ema import ema_update, make_teacher
+from cgh.model.heads import Encoder, mlp
+from cgh.model.splitbn import norm_layer_factory
 
 
 class BYOL(nn.Module):
@@ -27,14 +28,14 @@ class BYOL(nn.Module):
 
     Projector and predictor: Linear(hid_dim) - BN - ReLU - Linear(feat_dim), the paper's 4096 and 256 (Sec. 3.3);
     the predictor's hidden width is ``pred_hid_dim`` (4096). The target's momentum follows ``method.momentum`` and
-    ``method.momentum_schedule`` (BYOL: 'cosine' from tau_base to 1, cgh.schedule.momentum_at). NOTE: the EMA runs at
-    the start of step k with the momentum of step k (as every cgh method); BYOL's code runs it after step k-1's
+    ``method.momentum_schedule`` (BYOL: 'cosine' from tau_base to 1, cgh.optim.schedule.momentum_at). NOTE: the EMA runs
+    at the start of step k with the momentum of step k (as every cgh method); BYOL's code runs it after step k-1's
     update with that step's momentum: the same averages, the schedule one step later.
     """
 
     teacher_view = "strong"  # two strong views (BYOL's T and T')
     loss_terms = ("byol",)
-    relation_terms = ()  # no relation target: the collapse watch reads the feature std (cgh.diagnostics)
+    relation_terms = ()  # no relation target: the collapse watch reads the feature std (cgh.model.diagnostics)
     needs_find_unused = False
     warmup_steps = 0
 
@@ -56,12 +57,12 @@ class BYOL(nn.Module):
 
         t1 = teacher_forward(self.teacher, x1, self.shuffle, hyper=False)
         t2 = teacher_forward(self.teacher, x2, self.shuffle, hyper=False)
-        self.teacher_pooled = t1.pooled  # (B, C) no grad: the online probe's input (cgh.online_probe)
+        self.teacher_pooled = t1.pooled  # (B, C) no grad: the online probe's input (cgh.train.online_probe)
         z1, z2 = self.student(x1, hyper=False).z, self.student(x2, hyper=False).z  # (B, D) each
         p1, p2 = self.predictor(z1), self.predictor(z2)  # (B, D) each
 
         loss = byol_regression(p1, t2.z) + byol_regression(p2, t1.z)  # symmetrised (BYOL eq. 2)
         terms = {"byol": loss.detach()}
-        if diagnose:  # the online projections of view 1 (cgh.diagnostics: std and rank, no relation target)
+        if diagnose:  # the online projections of view 1 (cgh.model.diagnostics: std and rank, no relation target)
             terms.update(context_diagnostics("global", F.normalize(z1.detach(), dim=1)))
         return loss, terms

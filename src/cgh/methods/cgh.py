@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cgh import dist
-from cgh.backbone import ResNet
 from cgh.config import MethodConfig
-from cgh.diagnostics import context_diagnostics
-from cgh.ema import ema_update, make_teacher
 from cgh.losses import cgh_loss_weights, info_nce, relation_logits, relation_loss
 from cgh.methods.common import build_encoder, teacher_forward
-from cgh.queue import FeatureQueue
+from cgh.model.backbone import ResNet
+from cgh.model.diagnostics import context_diagnostics
+from cgh.model.ema import ema_update, make_teacher
+from cgh.model.queue import FeatureQueue
+from cgh.runtime import dist
 
 
 class CGH(nn.Module):
@@ -41,7 +41,7 @@ class CGH(nn.Module):
 
     teacher_view = "weak"  # crop + flip for the teacher, strong for the student (docs/method.md#weak-view)
     loss_terms = ("hyper", "csist", "nce")  # nce during the warm-up only
-    relation_terms = ("hyper", "csist")  # the cross-context relation losses: ln K when collapsed (cgh.diagnostics)
+    relation_terms = ("hyper", "csist")  # cross-context relation losses: ln K when collapsed (cgh.model.diagnostics)
 
     def __init__(self, backbone: ResNet, cfg: MethodConfig, bn_splits: int = 1, shuffle: bool = True,
                  warmup_steps: int = 0):
@@ -77,7 +77,7 @@ class CGH(nn.Module):
         # the two passes share nothing, and only the teacher's batch shuffle draws random numbers;
         # benchmarks/training_cost.md#side-by-side).
         t = teacher_forward(self.teacher, weak, self.shuffle, hyper=True)
-        self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.online_probe)
+        self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.train.online_probe)
         k, kh = F.normalize(t.z, dim=1), F.normalize(t.zh, dim=1)  # (B, D), (B, Dh), no grad
         s = self.student(strong, hyper=True)
         q, qh = F.normalize(s.z, dim=1), F.normalize(s.zh, dim=1)  # (B, D), (B, Dh)
@@ -120,7 +120,7 @@ class CGH(nn.Module):
             self._update_centers(lk_raw, lkh_raw)
         terms = {name: value.detach() for name, value in terms.items()}
         terms["w_nce"] = torch.tensor(w_cl)
-        if diagnose:  # each context's student features and its own teacher's target (cgh.diagnostics)
+        if diagnose:  # each context's student features and its own teacher's target (cgh.model.diagnostics)
             terms.update(context_diagnostics("global", q, lk, c.temp_teacher_global))
             terms.update(context_diagnostics("hyper", qh, lkh, c.temp_teacher_hyper))
         return loss, terms

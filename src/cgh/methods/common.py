@@ -6,12 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cgh import dist
-from cgh.backbone import STAGE_NAMES, ResNet, norm_layer_factory
 from cgh.config import MethodConfig
-from cgh.ema import make_teacher
-from cgh.heads import Encoder, EncoderOutput, HypercolumnHead, mlp
-from cgh.queue import FeatureQueue
+from cgh.model.backbone import STAGE_NAMES, ResNet
+from cgh.model.ema import make_teacher
+from cgh.model.heads import Encoder, EncoderOutput, HypercolumnHead, mlp
+from cgh.model.queue import FeatureQueue
+from cgh.model.splitbn import norm_layer_factory
+from cgh.runtime import dist
 
 
 def build_encoder(backbone: ResNet, cfg: MethodConfig, hypercolumn: bool, bn_splits: int = 1) -> Encoder:
@@ -80,7 +81,7 @@ class SingleContext(nn.Module):
 class SharedWeights(nn.Module):
     """What SimSiam and SimCLR share: two strong views through one network, no momentum encoder (``teacher`` is the
     student itself, not a copy: nothing is averaged and the checkpoint holds one network), no queue, no warm-up and
-    no relation target (the collapse watch reads their feature std, cgh.diagnostics)."""
+    no relation target (the collapse watch reads their feature std, cgh.model.diagnostics)."""
 
     teacher_view = "strong"
     relation_terms = ()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cgh.diagnostics import context_diagnostics
-from cgh.ema import ema_update
 from cgh.losses import info_nce
 from cgh.methods.common import SingleContext, teacher_forward
+from cgh.model.diagnostics import context_diagnostics
+from cgh.model.ema import ema_update
 
 
 class MoCoV2(SingleContext):
@@ -20,7 +20,7 @@ class MoCoV2(SingleContext):
 
     teacher_view = "strong"  # two identically distributed strong views (MoCo-v2's aug+)
     loss_terms = ("nce",)
-    relation_terms = ()  # no relation target (cgh.diagnostics)
+    relation_terms = ()  # no relation target (cgh.model.diagnostics)
 
     def temperatures(self) -> dict[str, float]:
         return {"infonce": self.cfg.temperature}
@@ -31,12 +31,12 @@ class MoCoV2(SingleContext):
 
         q = F.normalize(self.student(x_q, hyper=False).z, dim=1)  # (B, D)
         t = teacher_forward(self.teacher, x_k, self.shuffle, hyper=False)
-        self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.online_probe)
+        self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.train.online_probe)
         k = F.normalize(t.z, dim=1)  # (B, D)
 
         loss = info_nce(q, k, self.queue.features, self.cfg.temperature)
         terms = {"nce": loss.detach()}
-        if diagnose:  # no relation target in MoCo-v2: the spread of the queries only (cgh.diagnostics)
+        if diagnose:  # no relation target in MoCo-v2: the spread of the queries only (cgh.model.diagnostics)
             terms.update(context_diagnostics("global", q))
         self.queue.push(k)  # after the logits: the current keys are never their own negatives
         return loss, terms

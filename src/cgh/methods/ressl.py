@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cgh.backbone import ResNet
 from cgh.config import MethodConfig
-from cgh.diagnostics import context_diagnostics
-from cgh.ema import ema_update
 from cgh.losses import cgh_loss_weights, info_nce, relation_logits, relation_loss
 from cgh.methods.common import SingleContext, teacher_forward
+from cgh.model.backbone import ResNet
+from cgh.model.diagnostics import context_diagnostics
+from cgh.model.ema import ema_update
 
 
 class ReSSL(SingleContext):
@@ -27,7 +27,7 @@ class ReSSL(SingleContext):
 
     teacher_view = "weak"  # crop + flip for the teacher, strong for the student (docs/method.md#weak-view)
     loss_terms = ("relation", "nce")  # nce only during the optional warm-up (ressl_warmup)
-    relation_terms = ("relation",)  # losses against the queue's relations: ln K when collapsed (cgh.diagnostics)
+    relation_terms = ("relation",)  # losses against the queue's relations: ln K when collapsed (cgh.model.diagnostics)
     uses_warmup = True  # only with cfg.ressl_warmup
 
     def __init__(self, backbone: ResNet, cfg: MethodConfig, bn_splits: int = 1, shuffle: bool = True,
@@ -43,7 +43,7 @@ class ReSSL(SingleContext):
         ema_update(self.student, self.teacher, momentum)
 
         t = teacher_forward(self.teacher, weak, self.shuffle, hyper=False)
-        self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.online_probe)
+        self.teacher_pooled = t.pooled  # (B, C) no grad: the online probe's input (cgh.train.online_probe)
         k = F.normalize(t.z, dim=1)  # (B, D)
         logits_k = relation_logits(k, self.queue.features)  # (B, K)
         losses, q0 = [], None
@@ -62,7 +62,7 @@ class ReSSL(SingleContext):
             terms["nce"] = nce.detach()
         if self.warmup_steps:
             terms["w_nce"] = torch.tensor(w_nce)
-        if diagnose:  # the student's strong view, and the teacher's target (cgh.diagnostics)
+        if diagnose:  # the student's strong view, and the teacher's target (cgh.model.diagnostics)
             terms.update(context_diagnostics("global", q0, logits_k, self.cfg.temp_teacher_global))
         self.queue.push(k)
         return loss, terms

@@ -1,7 +1,7 @@
 """SimCLR (Chen et al., ICML 2020): each view's projection picks its other view out of the 2B - 1 other projections of
 the global batch (NT-Xent, cgh.losses.nt_xent), in both directions.
 
-Negatives are gathered from every process *with* their gradient (cgh.dist.gather_rows_with_grad), so that two
+Negatives are gathered from every process *with* their gradient (cgh.runtime.dist.gather_rows_with_grad), so that two
 processes compute what one process computes on their joint batch; a plain all_gather would silently drop the
 gradient through the other processes' negatives.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from cgh import dist
-from cgh.backbone import ResNet, norm_layer_factory
 from cgh.config import MethodConfig
-from cgh.diagnostics import context_diagnostics
-from cgh.heads import Encoder, mlp
 from cgh.losses import nt_xent
 from cgh.methods.common import SharedWeights
+from cgh.model.backbone import ResNet
+from cgh.model.diagnostics import context_diagnostics
+from cgh.model.heads import Encoder, mlp
+from cgh.model.splitbn import norm_layer_factory
+from cgh.runtime import dist
 
 
 class SimCLR(SharedWeights):
@@ -44,7 +45,7 @@ class SimCLR(SharedWeights):
     def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0, diagnose: bool = False):
         x1, x2 = views[0], views[1]
         s1, s2 = self.student(x1, hyper=False), self.student(x2, hyper=False)
-        self.teacher_pooled = s1.pooled.detach()  # (B, C): the online probe's input (cgh.online_probe)
+        self.teacher_pooled = s1.pooled.detach()  # (B, C): the online probe's input (cgh.train.online_probe)
         z1, z2 = s1.z, s2.z  # (b, D) this process's rows
         all1, all2 = dist.gather_rows_with_grad(z1), dist.gather_rows_with_grad(z2)  # (B, D) global batch
         index = dist.global_row_index(z1.shape[0], z1.device)  # (b,) where this process's rows are in it

@@ -11,12 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cgh.backbone import ResNet, norm_layer_factory
 from cgh.config import MethodConfig
-from cgh.diagnostics import context_diagnostics
-from cgh.heads import Encoder
 from cgh.losses import negative_cosine
 from cgh.methods.common import SharedWeights
+from cgh.model.backbone import ResNet
+from cgh.model.diagnostics import context_diagnostics
+from cgh.model.heads import Encoder
+from cgh.model.splitbn import norm_layer_factory
 
 
 def projector(in_dim: int, hid_dim: int, out_dim: int, norm) -> nn.Sequential:
@@ -42,7 +43,7 @@ class SimSiam(SharedWeights):
     """views = [view 1, view 2], both strong (MoCo-v2's aug+, which SimSiam's main_simsiam.py uses unchanged).
 
     Projector width ``hid_dim`` -> ``feat_dim`` (official: 2048 -> 2048), predictor hidden ``pred_hid_dim`` (512).
-    ``method.fix_pred_lr`` keeps the predictor at the initial lr (the official ``--fix-pred-lr``, cgh.schedule).
+    ``method.fix_pred_lr`` keeps the predictor at the initial lr (the official ``--fix-pred-lr``, cgh.optim.schedule).
     """
 
     loss_terms = ("simsiam",)
@@ -62,7 +63,7 @@ class SimSiam(SharedWeights):
     def forward(self, views: list[torch.Tensor], momentum: float, step: int = 0, diagnose: bool = False):
         x1, x2 = views[0], views[1]
         s1, s2 = self.student(x1, hyper=False), self.student(x2, hyper=False)  # each view its own BN batch
-        self.teacher_pooled = s1.pooled.detach()  # (B, C): the online probe's input (cgh.online_probe)
+        self.teacher_pooled = s1.pooled.detach()  # (B, C): the online probe's input (cgh.train.online_probe)
         z1, z2 = s1.z, s2.z  # (B, D) each
         p1, p2 = self.predictor(z1), self.predictor(z2)  # (B, D) each
 

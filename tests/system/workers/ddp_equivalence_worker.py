@@ -14,10 +14,10 @@ import sys
 import torch
 import torch.distributed as tdist
 
-from cgh import dist
 from cgh.config import Config
 from cgh.methods import build_method
-from cgh.schedule import build_optimizer
+from cgh.optim.schedule import build_optimizer
+from cgh.runtime import dist
 
 GLOBAL_BATCH, STEPS = 16, 5
 

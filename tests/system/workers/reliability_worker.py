@@ -39,7 +39,7 @@ import signal
 import sys
 import time
 
-import cgh  # noqa: F401 - before torch, as `python -m cgh.cli` does: it records this process's parent (cgh.launcher)
+import cgh  # noqa: F401 - before torch, as `python -m cgh.cli` does: it records this process's parent (cgh.runtime.launcher)
 
 
 def _spec(name: str) -> tuple[int, float] | None:
@@ -88,15 +88,15 @@ def install_hooks() -> None:
         with open(os.path.join(os.environ["CGH_TEST_PID_DIR"], f"{os.environ.get('RANK', '0')}.pid"), "w") as f:
             f.write(str(os.getpid()))
     if rank0 and os.environ.get("CGH_TEST_KILL_LAUNCHER_AT") == "startup":
-        import cgh.train
+        import cgh.train.prepare
 
-        real_open = cgh.train.open_split
+        real_open = cgh.train.prepare.open_split
 
         def open_split(*args, **kwargs):
             _kill_launcher()
             return real_open(*args, **kwargs)
 
-        cgh.train.open_split = open_split
+        cgh.train.prepare.open_split = open_split
     counts = {"save": 0, "copy": 0, "file_save": 0}
 
     real_save = torch.save
@@ -136,8 +136,8 @@ def install_hooks() -> None:
 
     torch.save = save
 
-    # Checkpoint copies go through shutil.copyfileobj (cgh.checkpoint.copy_atomic) or shutil.copyfile; a copy made by
-    # one inside the other counts once.
+    # Checkpoint copies go through shutil.copyfileobj (cgh.checkpoints.files.copy_atomic) or shutil.copyfile; a copy
+    # made by one inside the other counts once.
     real_copyfile, real_copyfileobj = shutil.copyfile, shutil.copyfileobj
     inside = [False]
 

@@ -12,6 +12,7 @@ from PIL import Image
 from scipy import stats
 from sklearn.datasets import load_sample_image
 
+from cgh.config.views import ViewSpec
 from cgh.data import open_source
 from cgh.data.decode import (
     draft_scale,
@@ -24,7 +25,6 @@ from cgh.data.decode import (
 )
 from cgh.data.loaders import _CropDataset
 from cgh.errors import DataError
-from cgh.views import ViewSpec
 from tests.reference import torchvision_crop_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

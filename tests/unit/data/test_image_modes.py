@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_image
 
+from cgh.config.views import ViewSpec
 from cgh.data import build_eval_loader, build_pretrain_loader, open_source
 from cgh.data.decode import decode_all, load_image
 from cgh.data.image_modes import ALPHA_BACKGROUND, rgb_pixels
-from cgh.views import ViewSpec
 from tests.helpers import png_bit_depth, save_png, save_png16
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -157,8 +157,8 @@ def _transparent_pngs(root, split, n=4):
 def test_transparent_pixels_are_noted_once_per_command(tmp_path, capfd):
     """Transparent PNG pixels used to become black silently; they are composited on white now, and the first image
     with transparent pixels that a command meets is named in one note, also when two loader workers meet several."""
-    from cgh.backbone import ResNet
     from cgh.cli import main
+    from cgh.model.backbone import ResNet
     from tests.helpers import TINY, photo_folder
 
     photos = tmp_path / "photos"

@@ -132,7 +132,7 @@ def test_l2_normalize_rows():
 def _tiny_backbone(path):
     import torch
 
-    from cgh.backbone import ResNet
+    from cgh.model.backbone import ResNet
 
     torch.manual_seed(0)
     torch.save({k: v for k, v in ResNet("resnet18", stem="cifar", width=8).state_dict().items()}, path)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cgh.backbone import ResNet
+from cgh.checkpoints.pretrained import load_backbone
 from cgh.config import load_config
 from cgh.data.base import ArraySource
 from cgh.data.folder import open_folder
@@ -21,7 +21,7 @@ from cgh.errors import ConfigError, DataError
 from cgh.evaluate import embed as embed_module
 from cgh.evaluate.embed import check_table_format, chunk_rows_for, output_paths, write_embeddings
 from cgh.evaluate.features import extract_features
-from cgh.pretrained import load_backbone
+from cgh.model.backbone import ResNet
 from tests.helpers import break_jpeg, one_error_line, photo_folder, random_hwc, save_png
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from cgh.augment import EvalTransform
-from cgh.backbone import ResNet
+from cgh.checkpoints.pretrained import load_backbone
 from cgh.commands.common import add_checkpoint_arguments, add_data_arguments, eval_config, resolve_eval_setup
 from cgh.config import load_config
 from cgh.data.base import ArraySource
 from cgh.data.decode import eval_resize
 from cgh.errors import ConfigError
 from cgh.evaluate.features import extract_features
-from cgh.pretrained import load_backbone
+from cgh.model.backbone import ResNet
 from tests.helpers import one_error_line
 from tests.helpers import photo_folder as make_photo_folder
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from cgh.backbone import ResNet
+from cgh.checkpoints.pretrained import load_backbone
 from cgh.data.base import ArraySource
 from cgh.evaluate.features import extract_features
 from cgh.evaluate.linear import (
@@ -19,7 +19,7 @@ from cgh.evaluate.linear import (
     train_linear,
     train_linear_augmented,
 )
-from cgh.pretrained import load_backbone
+from cgh.model.backbone import ResNet
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cgh.backbone import ResNet
+from cgh.checkpoints.pretrained import load_backbone
 from cgh.data import build_eval_loader
 from cgh.data.base import ArraySource
 from cgh.data.folder import open_folder
@@ -26,7 +26,7 @@ from cgh.evaluate.neighbors import (
     neighbours_figure,
     select_queries,
 )
-from cgh.pretrained import load_backbone
+from cgh.model.backbone import ResNet
 from tests.helpers import one_error_line, png_size, random_hwc, save_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -79,7 +79,8 @@ def test_plot_curves_png_without_knn(tmp_path):
 
 
 def _diag(std, ent, hyper=None, rank=30.0, cos=0.05):
-    """The collapse diagnostics of an epoch record (cgh.diagnostics); hyper: (std, ent) of CGH's second context."""
+    """The collapse diagnostics of an epoch record (cgh.model.diagnostics); hyper: (std, ent) of CGH's second
+    context."""
     rec = {"std_global": std, "rank_global": rank, "cos_global": cos}
     if ent is not None:
         rec["ent_global"] = ent
@@ -89,10 +90,10 @@ def _diag(std, ent, hyper=None, rank=30.0, cos=0.05):
 
 
 def test_plot_curves_diagnostics_row(tmp_path):
-    from cgh.diagnostics import CRITERIA, is_diagnostic
     from cgh.evaluate import plot
+    from cgh.model.diagnostics import CRITERIA, is_diagnostic
 
-    assert all(is_diagnostic(k) for k in plot.DIAGNOSTICS)  # kept in step with cgh.diagnostics
+    assert all(is_diagnostic(k) for k in plot.DIAGNOSTICS)  # kept in step with cgh.model.diagnostics
     assert (plot.STD_COLLAPSED, plot.ENT_UNIFORM) == (CRITERIA.std_collapsed, CRITERIA.ent_uniform)
     epochs = range(1, 9)
     cgh = _write_run(tmp_path / "cgh", [_start(), {"kind": "epoch", "epoch": 0, "step": 0, "knn_top1": 12.0}, *[

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from cgh.backbone import ResNet
 from cgh.config import Config
 from cgh.data.base import ArraySource
 from cgh.data.imagenet import _resource_lines, imagenet100_classes
 from cgh.evaluate.semisup import Classifier, balanced_subset, build_optimizer, finetune, labelled_subset
+from cgh.model.backbone import ResNet
 
 
 def save_backbone(path, width=8):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from cgh.backbone import ResNet
 from cgh.cli import main
 from cgh.evaluate.tsne import palette, select_indices, tsne_embed, tsne_figure
+from cgh.model.backbone import ResNet
 from tests.helpers import png_size
 
 
