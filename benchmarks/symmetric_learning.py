@@ -13,7 +13,10 @@ triggered, replayed on the logged steps; the feature std, effective rank and cos
     python benchmarks/symmetric_learning.py run --datasets digits --seeds 0 1 2
     python benchmarks/symmetric_learning.py table               # symmetric_learning.md's table
 
-Runs already in the results file (same dataset, method, seed and CPU) are skipped.
+Runs already in the results file (same dataset, method, seed, CPU and recipe) are skipped. Each record carries the
+recipe it ran (``recipe``: the numbers of the method's optimiser that its demo recipe sets, read from the run's
+resolved config), so that a recipe change starts new rows instead of mixing with the old ones; ``table`` prints one
+block per recipe, the current one first.
 """
 
 from __future__ import annotations
@@ -38,6 +41,20 @@ from tests.system.test_learning import LEARNING_STEPS  # noqa: E402
 
 RESULTS = HERE / "results" / "symmetric_learning.jsonl"
 METHODS = ("byol", "simsiam", "simclr")
+RECIPE_KEYS = ("algorithm", "lr", "weight_decay", "wd_exclude_norm_bias", "warmup_epochs")  # optim.<key>
+
+
+def recipe_of(dataset: str, method: str) -> dict:
+    """The optimiser numbers the demo preset gives ``method`` on ``dataset`` now (what a new run would use)."""
+    from cgh.config import load_config
+
+    optim = load_config("demo", [*DEMO_DATASETS[dataset], f"method.name={method}"]).optim
+    return {k: getattr(optim, k) for k in RECIPE_KEYS}
+
+
+def recipe_label(recipe: dict) -> str:
+    return (f"{recipe['algorithm'].upper()} lr {recipe['lr']:g} (at 256), wd {recipe['weight_decay']:g}, "
+            f"warm-up {recipe['warmup_epochs']:g} ep")
 
 
 def run_one(dataset: str, method: str, seed: int, workdir: Path) -> dict:
@@ -49,7 +66,7 @@ def run_one(dataset: str, method: str, seed: int, workdir: Path) -> dict:
     proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", *overrides, f"out_dir={out}",
                            "--overwrite"], env=env, capture_output=True, text=True, cwd=REPO)
     record = {"dataset": dataset, "method": method, "seed": seed, "threads": 1, "cpu": cpu_name(),
-              "overrides": overrides, "seconds": round(time.time() - t0, 1), "returncode": proc.returncode}
+              "recipe": recipe_of(dataset, method), "overrides": overrides, "seconds": round(time.time() - t0, 1), "returncode": proc.returncode}
     if proc.returncode not in (0, 3):
         record["error"] = proc.stderr[-2000:]
         return record
@@ -70,8 +87,10 @@ def load() -> list[dict]:
 
 def cmd_run(args) -> None:
     cpu = cpu_name()
-    done = {(r["dataset"], r["method"], r["seed"]) for r in load() if r["cpu"] == cpu}
-    todo = [(d, m, s) for d in args.datasets for s in args.seeds for m in args.methods if (d, m, s) not in done]
+    done = {(r["dataset"], r["method"], r["seed"], json.dumps(r["recipe"], sort_keys=True)) for r in load()
+            if r["cpu"] == cpu}
+    todo = [(d, m, s) for d in args.datasets for s in args.seeds for m in args.methods
+            if (d, m, s, json.dumps(recipe_of(d, m), sort_keys=True)) not in done]
     print(f"{len(todo)} runs to do on {cpu}", flush=True)
     run_and_record(todo, lambda key: run_one(*key, Path(args.workdir)), RESULTS, args.jobs,
                    lambda r: "  (collapse warning)" if r["warning"] else "")
@@ -83,22 +102,30 @@ def _ms(xs: list[float]) -> str:
 
 def cmd_table(args) -> None:
     rows = load()
-    print("| dataset | method | seeds | kNN random init | kNN at the end | gain, mean ± std | gain per seed | "
+    print("| dataset | method | recipe | seeds | kNN random init | kNN at the end | gain, mean ± std | gain per seed | "
           "std | rank | collapse flagged |")
-    print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
     for d in DEMO_DATASETS:
         for m in METHODS:
-            rs = sorted((r for r in rows if (r["dataset"], r["method"]) == (d, m)), key=lambda r: r["seed"])
-            if not rs:
-                continue
-            gains = [r["knn"] - r["knn0"] for r in rs]
-            std = statistics.mean(r["final"].get("std_global", float("nan")) for r in rs)
-            rank = statistics.mean(r["final"].get("rank_global", float("nan")) for r in rs)
-            flagged = sum(collapse_step(r) is not None or bool(r["warning"]) for r in rs)
-            print(f"| {d} | {m} | {', '.join(str(r['seed']) for r in rs)} | "
-                  f"{statistics.mean(r['knn0'] for r in rs):.1f} | {statistics.mean(r['knn'] for r in rs):.1f} | "
-                  f"{_ms(gains)} | {' '.join(f'{g:+.1f}' for g in gains)} | {std:.2f} | {rank:.1f} | "
-                  f"{flagged}/{len(rs)} |")
+            now = json.dumps(recipe_of(d, m), sort_keys=True)
+            mine = [r for r in rows if (r["dataset"], r["method"]) == (d, m)]
+            recipes = sorted({json.dumps(r["recipe"], sort_keys=True) for r in mine}, key=lambda k: (k != now, k))
+            for key in recipes:
+                rs = sorted((r for r in mine if json.dumps(r["recipe"], sort_keys=True) == key), key=lambda r: r["seed"])
+                _table_row(d, m, rs, recipe_label(json.loads(key)) + ("" if key == now else " (earlier)"))
+
+
+def _table_row(d: str, m: str, rs: list[dict], label: str) -> None:
+    gains = [r["knn"] - r["knn0"] for r in rs]
+    std = statistics.mean(r["final"].get("std_global", float("nan")) for r in rs)
+    rank = statistics.mean(r["final"].get("rank_global", float("nan")) for r in rs)
+    flagged = sum(collapse_step(r) is not None or bool(r["warning"]) for r in rs)
+    print(f"| {d} | {m} | {label} | {', '.join(str(r['seed']) for r in rs)} | "
+          f"{statistics.mean(r['knn0'] for r in rs):.1f} | {statistics.mean(r['knn'] for r in rs):.1f} | "
+          f"{_ms(gains)} | {' '.join(f'{g:+.1f}' for g in gains)} | {std:.2f} | {rank:.1f} | "
+          f"{flagged}/{len(rs)} |")
+
+
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """kNN accuracy and loss against epoch from runs' ``metrics.jsonl`` (the supplementary's Fig. 2; ``cgh plot``, in
 cgh.commands.plot).
 
-A run directory's ``metrics.jsonl`` (written by ``cgh pretrain``, see cgh/train.py) holds one JSON object per line:
+A run directory's ``metrics.jsonl`` (written by ``cgh pretrain``, see cgh/train/loop.py) holds one JSON object per line:
 ``start`` (the banner: method, arch, dataset, steps_per_epoch, ...), ``step``, ``epoch`` (mean loss and terms over the
 epoch; ``knn_top1`` on monitor epochs, epoch 0 being the random init) and ``end``. What this module relies on:
   - a resumed run appends a second ``start`` record and may log again epochs it had logged before it was stopped:
