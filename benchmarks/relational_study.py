@@ -40,7 +40,7 @@ from cgh.methods import METHODS
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "relational_study.jsonl"
 
-DATASETS = DEMO_DATASETS  # synthetic: the demo as shipped; digits: 40 epochs, queue 512 (cgh/demo.py)
+DATASETS = DEMO_DATASETS  # synthetic: the demo as shipped; digits: 40 epochs, queue 512 (cgh/demo/__init__.py)
 
 # The demo recipe before the study (cgh 0.1.0's configs/demo.yaml), stated explicitly so that the study does not
 # change when the preset does: a one-epoch InfoNCE warm-up for CGH, none for ReSSL, the authors' hypercolumn

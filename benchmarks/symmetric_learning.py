@@ -12,6 +12,12 @@ triggered, replayed on the logged steps; the feature std, effective rank and cos
     python benchmarks/symmetric_learning.py run                 # appends to results/symmetric_learning.jsonl
     python benchmarks/symmetric_learning.py run --datasets digits --seeds 0 1 2
     python benchmarks/symmetric_learning.py table               # symmetric_learning.md's table
+    python benchmarks/symmetric_learning.py run --methods byol --datasets digits --seeds 1 --set optim.lr=0.48
+    python benchmarks/symmetric_learning.py screen-table        # the variants run with --set
+
+``--set KEY=VALUE ...`` runs a variant of the recipe (the overrides are appended to the run's, so they may also change
+its length: ``--set optim.epochs=80 train.max_steps=0``); variants go to results/symmetric_screen.jsonl, never into
+the recipe's table.
 
 Runs already in the results file (same dataset, method, seed, CPU and recipe) are skipped. Each record carries the
 recipe it ran (``recipe``: the numbers of the method's optimiser that its demo recipe sets, read from the run's
@@ -40,15 +46,17 @@ from relational_study import collapse_step, read_metrics, run_and_record  # noqa
 from tests.system.test_learning import LEARNING_STEPS  # noqa: E402
 
 RESULTS = HERE / "results" / "symmetric_learning.jsonl"
+SCREEN = HERE / "results" / "symmetric_screen.jsonl"  # runs with --set: variants of the recipes
 METHODS = ("byol", "simsiam", "simclr")
 RECIPE_KEYS = ("algorithm", "lr", "weight_decay", "wd_exclude_norm_bias", "warmup_epochs")  # optim.<key>
 
 
-def recipe_of(dataset: str, method: str) -> dict:
-    """The optimiser numbers the demo preset gives ``method`` on ``dataset`` now (what a new run would use)."""
+def recipe_of(dataset: str, method: str, extra: tuple[str, ...] = ()) -> dict:
+    """The optimiser numbers the demo preset gives ``method`` on ``dataset`` now (what a new run would use), with the
+    variant's overrides ``extra``."""
     from cgh.config import load_config
 
-    optim = load_config("demo", [*DEMO_DATASETS[dataset], f"method.name={method}"]).optim
+    optim = load_config("demo", [*DEMO_DATASETS[dataset], f"method.name={method}", *extra]).optim
     return {k: getattr(optim, k) for k in RECIPE_KEYS}
 
 
@@ -57,16 +65,17 @@ def recipe_label(recipe: dict) -> str:
             f"warm-up {recipe['warmup_epochs']:g} ep")
 
 
-def run_one(dataset: str, method: str, seed: int, workdir: Path) -> dict:
-    out = workdir / f"{dataset}-{method}-s{seed}"
+def run_one(dataset: str, method: str, seed: int, workdir: Path, extra: tuple[str, ...] = ()) -> dict:
+    out = workdir / "-".join([dataset, method, f"s{seed}", *(x.replace("=", "") for x in extra)])
     overrides = [*DEMO_DATASETS[dataset], f"method.name={method}", f"seed={seed}", "train.progress=false",
-                 f"train.max_steps={LEARNING_STEPS[dataset]}", "train.log_every=5"]
+                 f"train.max_steps={LEARNING_STEPS[dataset]}", "train.log_every=5", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", *overrides, f"out_dir={out}",
                            "--overwrite"], env=env, capture_output=True, text=True, cwd=REPO)
     record = {"dataset": dataset, "method": method, "seed": seed, "threads": 1, "cpu": cpu_name(),
-              "recipe": recipe_of(dataset, method), "overrides": overrides, "seconds": round(time.time() - t0, 1), "returncode": proc.returncode}
+              "recipe": recipe_of(dataset, method, extra), "extra": list(extra), "overrides": overrides,
+              "seconds": round(time.time() - t0, 1), "returncode": proc.returncode}
     if proc.returncode not in (0, 3):
         record["error"] = proc.stderr[-2000:]
         return record
@@ -79,21 +88,45 @@ def run_one(dataset: str, method: str, seed: int, workdir: Path) -> dict:
     return record
 
 
-def load() -> list[dict]:
-    if not RESULTS.exists():
+def load(path: Path = RESULTS) -> list[dict]:
+    if not path.exists():
         return []
-    return [r for r in map(json.loads, RESULTS.open()) if "error" not in r]
+    return [r for r in map(json.loads, path.open()) if "error" not in r]
+
+
+def _key(r: dict) -> str:
+    return json.dumps([r["recipe"], r.get("extra", [])], sort_keys=True)
 
 
 def cmd_run(args) -> None:
-    cpu = cpu_name()
-    done = {(r["dataset"], r["method"], r["seed"], json.dumps(r["recipe"], sort_keys=True)) for r in load()
-            if r["cpu"] == cpu}
+    cpu, extra = cpu_name(), tuple(args.set)
+    results = SCREEN if extra else RESULTS
+    done = {(r["dataset"], r["method"], r["seed"], _key(r)) for r in load(results) if r["cpu"] == cpu}
     todo = [(d, m, s) for d in args.datasets for s in args.seeds for m in args.methods
-            if (d, m, s, json.dumps(recipe_of(d, m), sort_keys=True)) not in done]
+            if (d, m, s, _key({"recipe": recipe_of(d, m, extra), "extra": list(extra)})) not in done]
     print(f"{len(todo)} runs to do on {cpu}", flush=True)
-    run_and_record(todo, lambda key: run_one(*key, Path(args.workdir)), RESULTS, args.jobs,
+    run_and_record(todo, lambda key: run_one(*key, Path(args.workdir), extra), results, args.jobs,
                    lambda r: "  (collapse warning)" if r["warning"] else "")
+
+
+def cmd_screen_table(args) -> None:
+    """One row per variant (dataset, method, threads, overrides): its seeds, kNN at random init, early (epoch 5 on the
+    digits, 4 on the synthetic set: the first kNN after the fall these methods show) and at the end, the gains."""
+    print("| dataset | method | variant (overrides on the recipe) | threads | seeds | steps | kNN random init | "
+          "kNN early | kNN at the end | gain, mean ± std | gain per seed | collapse flagged |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    groups: dict[tuple, list[dict]] = {}
+    for r in load(SCREEN):
+        groups.setdefault((r["dataset"], r["method"], " ".join(r["extra"]), r["threads"]), []).append(r)
+    for (d, m, extra, threads), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r["seed"])
+        early = [next((v for e, v in r["knn_curve"].items() if int(e) in (4, 5)), float("nan")) for r in rs]
+        gains = [r["knn"] - r["knn0"] for r in rs]
+        flagged = sum(collapse_step(r) is not None or bool(r["warning"]) for r in rs)
+        print(f"| {d} | {m} | {extra or '(the recipe)'} | {threads} | {', '.join(str(r['seed']) for r in rs)} | "
+              f"{rs[0]['steps'][-1]['step'] if rs[0]['steps'] else 0} | {statistics.mean(r['knn0'] for r in rs):.1f} | "
+              f"{statistics.mean(early):.1f} | {statistics.mean(r['knn'] for r in rs):.1f} | {_ms(gains)} | "
+              f"{' '.join(f'{g:+.1f}' for g in gains)} | {flagged}/{len(rs)} |")
 
 
 def _ms(xs: list[float]) -> str:
@@ -111,7 +144,8 @@ def cmd_table(args) -> None:
             mine = [r for r in rows if (r["dataset"], r["method"]) == (d, m)]
             recipes = sorted({json.dumps(r["recipe"], sort_keys=True) for r in mine}, key=lambda k: (k != now, k))
             for key in recipes:
-                rs = sorted((r for r in mine if json.dumps(r["recipe"], sort_keys=True) == key), key=lambda r: r["seed"])
+                rs = sorted((r for r in mine if json.dumps(r["recipe"], sort_keys=True) == key),
+                            key=lambda r: r["seed"])
                 _table_row(d, m, rs, recipe_label(json.loads(key)) + ("" if key == now else " (earlier)"))
 
 
@@ -137,9 +171,12 @@ def main() -> None:
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--jobs", type=int, default=2)
     r.add_argument("--workdir", default="/tmp/cgh-symmetric")
+    r.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="a variant: overrides appended to the recipe's (results go to results/symmetric_screen.jsonl)")
     sub.add_parser("table")
+    sub.add_parser("screen-table")
     args = p.parse_args()
-    {"run": cmd_run, "table": cmd_table}[args.cmd](args)
+    {"run": cmd_run, "table": cmd_table, "screen-table": cmd_screen_table}[args.cmd](args)
 
 
 if __name__ == "__main__":
