@@ -620,6 +620,20 @@ def test_a_run_shorter_than_its_warm_up_warns_at_start_and_end(tmp_path, capsys,
 
 
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("method", ["mocov2", "simclr", "byol"])
+def test_the_banner_names_a_queue_only_for_the_methods_that_keep_one(tmp_path, capsys, method):
+    """SimCLR, BYOL and SimSiam keep no queue: the banner printed "queue N slots" for them too (method.queue_size is in
+    every config), and "temperatures {}" for the methods without one."""
+    pretrain(tiny_config(tmp_path / "run", f"method.name={method}", "aug.teacher_view=strong", "train.max_steps=1"))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  queue "))
+    if method == "mocov2":
+        assert line.split()[2] == "slots;" and int(line.split()[1]) > 0 and "temperatures {'infonce'" in line
+    else:
+        assert line.startswith("  queue      none (this method keeps no queue)")
+        assert ("temperatures" in line) == (method == "simclr")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
 def test_resuming_below_or_at_the_runs_end_says_so(tmp_path, capsys):
     """`cgh pretrain --resume RUN optim.epochs=1` on a run that did 2 epochs printed only "done: 8 steps"."""
     out = tmp_path / "run"

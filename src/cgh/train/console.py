@@ -12,6 +12,7 @@ import torch
 
 from cgh import __version__
 from cgh.config import Config
+from cgh.config.names import QUEUE_METHODS
 from cgh.losses import cgh_loss_weights
 from cgh.wording import counted
 
@@ -43,7 +44,8 @@ def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str, monito
         "arch": cfg.model.arch, "stem": cfg.model.stem, "width": cfg.model.width, "device": str(run.device),
         "world_size": world, "batch_per_process": o.batch_size // world, "global_batch": o.batch_size, "lr": run.lr,
         "lr_rule": f"{o.lr} x {o.batch_size}/{o.lr_ref_batch}", "bn_mode": bn_mode,
-        "bn_splits": cfg.model.bn_splits if bn_mode == "split" else 1, "queue_size": m.queue_size,
+        "bn_splits": cfg.model.bn_splits if bn_mode == "split" else 1,
+        "queue_size": m.queue_size if m.name in QUEUE_METHODS else 0,  # 0: the method keeps no queue
         "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "none",
         "steps_per_epoch": run.steps_per_epoch, "epochs": o.epochs,
         "dataset": f"{source.name} ({counted(len(source), 'image')})",
@@ -56,6 +58,7 @@ def run_banner(cfg: Config, run, source, specs, world: int, bn_mode: str, monito
 
 
 def print_banner(b: dict[str, Any], resumed_from, start: tuple[int, int], step: int) -> None:
+    queue = f"{b['queue_size']} slots" if b["queue_size"] else "none (this method keeps no queue)"
     lines = [
         f"cgh {b['cgh']} (torch {b['torch']}): pretraining {b['method']} on {b['dataset']}",
         *([f"  recipe     {b['recipe']}"] if b["recipe"] else []),
@@ -67,7 +70,7 @@ def print_banner(b: dict[str, Any], resumed_from, start: tuple[int, int], step: 
         f"  lr         {b['lr']:.4g} ({b['lr_rule']}), {counted(b['epochs'], 'epoch')} x "
         f"{counted(b['steps_per_epoch'], 'step')}",
         f"  BN         {b['bn_mode']}" + (f" ({counted(b['bn_splits'], 'split')})" if b["bn_mode"] == "split" else ""),
-        f"  queue      {b['queue_size']} slots; temperatures {b['temperatures']}",
+        f"  queue      {queue}" + (f"; temperatures {b['temperatures']}" if b["temperatures"] else ""),
         *([f"  warm-up    InfoNCE -> relation loss over the first {counted(b['loss_warmup_steps'], 'step')} (max of "
            f"method.loss_warmup_epochs {b['loss_warmup_epochs']} x {counted(b['steps_per_epoch'], 'step')} and "
            f"method.loss_warmup_min_steps {b['loss_warmup_min_steps']}); the run ends at step {b['end_step']}"]
