@@ -31,13 +31,9 @@ Runs already in the results file (same group, dataset, method, seed, threads and
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,7 +45,7 @@ from bench_env import cpu_name  # noqa: E402
 from cgh.demo import DEMO_DATASETS  # noqa: E402
 from cgh.methods import METHODS  # noqa: E402
 from cgh.model.diagnostics import CRITERIA, CollapseCriteria, CollapseWatch  # noqa: E402
-from relational_study import read_metrics, run_and_record  # noqa: E402
+from relational_study import knn_curve, load_results, pretrain_demo, read_metrics, run_and_record  # noqa: E402
 from tests.system.test_collapse import COLLAPSE_ARGS  # noqa: E402
 from tests.system.test_learning import LEARNING_STEPS, run_args  # noqa: E402
 from tests.system.test_learning import THRESHOLDS as TEST_THRESHOLDS  # noqa: E402
@@ -91,27 +87,21 @@ GROUPS = {"learning": ("mocov2", "ressl", "cgh"), "old_recipe": ("ressl", "cgh")
 def run_one(group: str, dataset: str, method: str, seed: int, threads: int, workdir: Path) -> dict:
     out = workdir / f"{group}-{dataset}-{method}-s{seed}-t{threads}"
     overrides = [*run_overrides(group, dataset, method, seed, threads), "train.log_every=5"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", *overrides, f"out_dir={out}",
-                           "--overwrite"], env=env, capture_output=True, text=True, cwd=REPO)
+    proc, seconds = pretrain_demo(overrides, out, threads)
     record = {"group": group, "dataset": dataset, "method": method, "seed": seed, "threads": threads,
-              "cpu": cpu_name(), "overrides": overrides, "seconds": round(time.time() - t0, 1),
-              "returncode": proc.returncode}
+              "cpu": cpu_name(), "overrides": overrides, "seconds": seconds, "returncode": proc.returncode}
     if proc.returncode not in (0, 3):
         record["error"] = proc.stderr[-2000:]
         return record
     epochs, steps = read_metrics(out)
-    knn = {e: r["knn_top1"] for e, r in epochs.items() if "knn_top1" in r}
+    knn = knn_curve(epochs)
     record.update(knn_curve=knn, knn0=knn[0], knn=knn[max(knn)], steps=steps,
                   warning=next((line for line in proc.stderr.splitlines() if "features look collapsed" in line), ""))
     return record
 
 
 def load(path: Path = RESULTS) -> list[dict]:
-    if not path.exists():
-        return []
-    return [r for r in map(json.loads, path.open()) if "error" not in r]
+    return load_results(path)
 
 
 def cmd_run(args) -> None:

@@ -111,25 +111,43 @@ DIAGNOSTICS = ("std_global", "cos_global", "rank_global", "ent_global", "std_hyp
 def run_one(dataset: str, setting: str, method: str, seed: int, workdir: Path) -> dict:
     out = workdir / f"{dataset}-{setting}-{method}-s{seed}"
     overrides = [*DATASETS[dataset], *BASE, *SETTINGS[setting], f"method.name={method}", f"seed={seed}",
-                 f"aug.teacher_view={'strong' if method == 'mocov2' else 'weak'}", "train.progress=false",
-                 f"out_dir={out}"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", *overrides, "--overwrite"],
-                          env=env, capture_output=True, text=True)
-    record = {"dataset": dataset, "setting": setting, "method": method, "seed": seed, "overrides": overrides[:-1],
-              "seconds": round(time.time() - t0, 1), "returncode": proc.returncode}
+                 f"aug.teacher_view={'strong' if method == 'mocov2' else 'weak'}", "train.progress=false"]
+    proc, seconds = pretrain_demo(overrides, out)
+    record = {"dataset": dataset, "setting": setting, "method": method, "seed": seed, "overrides": overrides,
+              "seconds": seconds, "returncode": proc.returncode}
     if proc.returncode not in (0, 3):
         record["error"] = proc.stderr[-2000:]
         return record
     epochs, steps = read_metrics(out)
-    knn = {e: r["knn_top1"] for e, r in epochs.items() if "knn_top1" in r}
+    knn = knn_curve(epochs)
     last = max(e for e in epochs if e > 0)
     record.update(knn0=knn[0], knn=knn[max(knn)], knn_curve=knn, collapse_warning="warning: the features look "
                   "collapsed" in proc.stderr, final={k: epochs[last][k] for k in (*DIAGNOSTICS, "loss", "relation",
                                                                                   "hyper", "csist")
                                                      if k in epochs[last]}, steps=steps)
     return record
+
+
+def pretrain_demo(overrides: list[str], out: Path, threads: int = 1) -> tuple[subprocess.CompletedProcess, float]:
+    """``cgh pretrain demo *overrides out_dir=out --overwrite`` with ``threads`` torch threads, run from the
+    repository: the process and its seconds (the learning studies' one way of starting a run)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", *overrides, f"out_dir={out}",
+                           "--overwrite"], env=env, capture_output=True, text=True, cwd=HERE.parent)
+    return proc, round(time.time() - t0, 1)
+
+
+def knn_curve(epochs: dict[int, dict]) -> dict[int, float]:
+    """The kNN monitor's top-1 by epoch (epoch 0: the random initialisation)."""
+    return {e: r["knn_top1"] for e, r in epochs.items() if "knn_top1" in r}
+
+
+def load_results(path: Path) -> list[dict]:
+    """The records of a results file that did not end in an error (none if it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [r for r in map(json.loads, path.open()) if "error" not in r]
 
 
 def read_metrics(run_dir: Path) -> tuple[dict[int, dict], list[dict]]:
@@ -194,7 +212,7 @@ def run_and_record(keys: list[tuple], run, results: Path, jobs: int, summary) ->
 
 
 def load() -> list[dict]:
-    return [r for r in map(json.loads, RESULTS.open()) if "error" not in r]
+    return load_results(RESULTS)
 
 
 def _ms(xs: list[float]) -> str:

@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +39,7 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 from bench_env import cpu_name  # noqa: E402
 from cgh.demo import DEMO_DATASETS  # noqa: E402
-from relational_study import collapse_step, read_metrics, run_and_record  # noqa: E402
+from relational_study import collapse_step, knn_curve, load_results, pretrain_demo, read_metrics, run_and_record  # noqa: E402
 from tests.system.test_learning import LEARNING_STEPS  # noqa: E402
 
 RESULTS = HERE / "results" / "symmetric_learning.jsonl"
@@ -65,22 +62,19 @@ def recipe_label(recipe: dict) -> str:
             f"warm-up {recipe['warmup_epochs']:g} ep")
 
 
-def run_one(dataset: str, method: str, seed: int, workdir: Path, extra: tuple[str, ...] = ()) -> dict:
-    out = workdir / "-".join([dataset, method, f"s{seed}", *(x.replace("=", "") for x in extra)])
+def run_one(dataset: str, method: str, seed: int, workdir: Path, extra: tuple[str, ...] = (), threads: int = 1) -> dict:
+    out = workdir / "-".join([dataset, method, f"s{seed}", f"t{threads}", *(x.replace("=", "") for x in extra)])
     overrides = [*DEMO_DATASETS[dataset], f"method.name={method}", f"seed={seed}", "train.progress=false",
                  f"train.max_steps={LEARNING_STEPS[dataset]}", "train.log_every=5", *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", *overrides, f"out_dir={out}",
-                           "--overwrite"], env=env, capture_output=True, text=True, cwd=REPO)
-    record = {"dataset": dataset, "method": method, "seed": seed, "threads": 1, "cpu": cpu_name(),
+    proc, seconds = pretrain_demo(overrides, out, threads)
+    record = {"dataset": dataset, "method": method, "seed": seed, "threads": threads, "cpu": cpu_name(),
               "recipe": recipe_of(dataset, method, extra), "extra": list(extra), "overrides": overrides,
-              "seconds": round(time.time() - t0, 1), "returncode": proc.returncode}
+              "seconds": seconds, "returncode": proc.returncode}
     if proc.returncode not in (0, 3):
         record["error"] = proc.stderr[-2000:]
         return record
     epochs, steps = read_metrics(out)
-    knn = {e: r["knn_top1"] for e, r in epochs.items() if "knn_top1" in r}
+    knn = knn_curve(epochs)
     last = steps[-1] if steps else {}
     record.update(knn_curve=knn, knn0=knn[0], knn=knn[max(knn)], steps=steps,
                   final={k: v for k, v in last.items() if k.startswith(("std_", "rank_", "cos_", "loss"))},
@@ -89,9 +83,7 @@ def run_one(dataset: str, method: str, seed: int, workdir: Path, extra: tuple[st
 
 
 def load(path: Path = RESULTS) -> list[dict]:
-    if not path.exists():
-        return []
-    return [r for r in map(json.loads, path.open()) if "error" not in r]
+    return load_results(path)
 
 
 def _key(r: dict) -> str:
@@ -101,11 +93,11 @@ def _key(r: dict) -> str:
 def cmd_run(args) -> None:
     cpu, extra = cpu_name(), tuple(args.set)
     results = SCREEN if extra else RESULTS
-    done = {(r["dataset"], r["method"], r["seed"], _key(r)) for r in load(results) if r["cpu"] == cpu}
+    done = {(r["dataset"], r["method"], r["seed"], r["threads"], _key(r)) for r in load(results) if r["cpu"] == cpu}
     todo = [(d, m, s) for d in args.datasets for s in args.seeds for m in args.methods
-            if (d, m, s, _key({"recipe": recipe_of(d, m, extra), "extra": list(extra)})) not in done]
+            if (d, m, s, args.threads, _key({"recipe": recipe_of(d, m, extra), "extra": list(extra)})) not in done]
     print(f"{len(todo)} runs to do on {cpu}", flush=True)
-    run_and_record(todo, lambda key: run_one(*key, Path(args.workdir), extra), results, args.jobs,
+    run_and_record(todo, lambda key: run_one(*key, Path(args.workdir), extra, args.threads), results, args.jobs,
                    lambda r: "  (collapse warning)" if r["warning"] else "")
 
 
@@ -170,6 +162,7 @@ def main() -> None:
     r.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--jobs", type=int, default=2)
+    r.add_argument("--threads", type=int, default=1, help="torch threads per run (the results record it)")
     r.add_argument("--workdir", default="/tmp/cgh-symmetric")
     r.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="a variant: overrides appended to the recipe's (results go to results/symmetric_screen.jsonl)")
