@@ -375,10 +375,12 @@ def test_the_run_directorys_config_says_where_its_values_came_from(tmp_path, cap
     ("optim.algorithm=adam", r"optim\.algorithm = 'adam'"),
     ("optim.lars_eta=0", r"optim\.lars_eta = 0"),
     ("method.fix_pred_lr=true", r"method\.fix_pred_lr = True: expected false for cgh"),
+    ("method.pred_lr_scale=10", r"method\.pred_lr_scale = 10\.0: expected 1 for cgh"),
+    ("method.name=byol method.pred_lr_scale=0", r"method\.pred_lr_scale = 0\.0: expected a positive multiple"),
 ])
 def test_invalid_optimizer_and_predictor_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config("cifar10", [override]).validate()
+        load_config("cifar10", override.split()).validate()
 
 
 def test_the_queue_divisibility_applies_to_queue_methods_only():

@@ -328,6 +328,35 @@ def test_fixed_predictor_lr_keeps_its_group_at_the_initial_lr(tmp_path):
     assert not method.student.projector[6].bias.requires_grad                  # trained (official builder.py)
 
 
+@pytest.mark.parametrize("method,fixed", [("byol", False), ("simsiam", True)])
+def test_predictor_lr_scale_multiplies_the_predictor_lr_in_training(tmp_path, method, fixed):
+    from cgh.checkpoints.files import load_checkpoint
+    from cgh.optim.schedule import build_optimizer
+    from cgh.train import pretrain
+    from tests.helpers import tiny_config
+
+    cfg = small_cfg(method, pred_hid_dim=24, fix_pred_lr=fixed, pred_lr_scale=10.0)
+    method_ = build_method(cfg)
+    groups = build_optimizer(method_, cfg.optim, 0.1).param_groups
+    scaled = [g for g in groups if g.get("lr_scale") == 10.0]
+    assert {id(p) for g in scaled for p in g["params"]} == {id(p) for p in method_.predictor.parameters()}
+    assert all(bool(g.get("fixed_lr")) == fixed for g in scaled)
+    plain = build_optimizer(build_method(small_cfg(method)), cfg.optim, 0.1).param_groups
+    assert not any("lr_scale" in g for g in plain)
+
+    out = tmp_path / "run"  # 5 of 8 steps: the schedule is mid-way (also per epoch), so fixed and scheduled differ
+    pretrain(tiny_config(out, f"method.name={method}", f"method.fix_pred_lr={str(fixed).lower()}",
+                         "method.pred_lr_scale=10", "optim.epochs=2", "train.max_steps=5", "optim.warmup_epochs=0"))
+    ckpt_groups = load_checkpoint(out / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    rest = [g["lr"] for g in ckpt_groups if "lr_scale" not in g]
+    pred = [g["lr"] for g in ckpt_groups if "lr_scale" in g]
+    assert pred and len(set(rest)) == 1 and len(set(pred)) == 1
+    if fixed:  # the initial lr, times 10, while the rest has decayed below it
+        assert rest[0] < pred[0] / 10
+    else:      # the rest's scheduled lr, times 10
+        assert pred[0] == pytest.approx(10 * rest[0], rel=1e-12)
+
+
 # One float64 SimSiam step against the official code (facebookresearch/simsiam at a7bc177, simsiam/builder.py), run
 # from a checkout the tester points CGH_SIMSIAM_REF at (none of it is in this repository; like
 # benchmarks/authors_step.py's --authors checkout): git clone https://github.com/facebookresearch/simsiam

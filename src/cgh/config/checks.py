@@ -93,6 +93,10 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
                                                     "method.num_local=0, or method.name=ressl or cgh")
     if m.fix_pred_lr and m.name not in ("simsiam", "byol"):
         check.fail("method.fix_pred_lr", m.fix_pred_lr, f"false for {m.name}: only SimSiam and BYOL have a predictor")
+    if m.pred_lr_scale != 1.0 and m.name not in ("simsiam", "byol"):
+        check.fail("method.pred_lr_scale", m.pred_lr_scale, f"1 for {m.name}: only SimSiam and BYOL have a predictor")
+    if not m.pred_lr_scale > 0:
+        check.fail("method.pred_lr_scale", m.pred_lr_scale, "a positive multiple of the learning rate, e.g. 10")
     if m.num_local > 4:
         check.fail("method.num_local", m.num_local, "at most 4 (docs/method.md#multi-crop-views defines four local "
                                                     "crop sizes); e.g. method.num_local=4")

@@ -93,6 +93,11 @@ class MethodConfig:
     fix_pred_lr: bool = False
     """SimSiam: keep the predictor at the initial (scaled) learning rate while the rest follows the schedule (the
     official main_simsiam.py's --fix-pred-lr, which its README's recipe uses)."""
+    pred_lr_scale: float = 1.0
+    """BYOL and SimSiam: the predictor's learning rate as a multiple of the rest's, on top of the schedule (or of the
+    fixed lr with ``fix_pred_lr``). 1 in every published recipe; Tian, Chen and Ganguli (ICML 2021, "Understanding
+    self-supervised learning dynamics without contrastive pairs") study the predictor's relative learning rate as a
+    factor of these methods' dynamics."""
     head_bn: bool = False
     """BatchNorm after the hidden layer of the projection MLPs (global and hypercolumn), as in MoCo v3, BYOL and
     solo-learn's ReSSL. The authors' heads have none (docs/method.md#global-head): off in the paper presets. The demo

@@ -49,31 +49,34 @@ def momentum_at(base: float, schedule: str, step: int, total_steps: int) -> floa
     raise ValueError(f"unknown momentum schedule {schedule!r}; expected 'constant' or 'cosine'")
 
 
-def param_groups(module: nn.Module, weight_decay: float, exclude_norm_bias: bool, fixed: nn.Module | None = None
-                 ) -> list[dict[str, Any]]:
+def param_groups(module: nn.Module, weight_decay: float, exclude_norm_bias: bool, predictor: nn.Module | None = None,
+                 fixed: bool = False, scale: float = 1.0) -> list[dict[str, Any]]:
     """Trainable parameters split into decayed and non-decayed groups, by module type (docs/method.md#quirk-weight-
     decay: the authors' name match missed the downsample and hypercolumn-head BN weights). Frozen (teacher)
-    parameters are left out. The non-decayed group is marked ``lars: False`` (cgh.optim.lars skips its adaptation). The
-    parameters of ``fixed`` (a submodule: SimSiam's predictor with ``fix_pred_lr``) get groups of their own marked
-    ``fixed_lr: True``, which the training loop keeps at the initial lr."""
-    fixed_ids = {id(p) for p in fixed.parameters()} if fixed is not None else set()
-    buckets: dict[tuple[bool, bool], list] = {(lr_fixed, skip): [] for lr_fixed in (False, True)
-                                              for skip in (False, True)}
+    parameters are left out. The non-decayed group is marked ``lars: False`` (cgh.optim.lars skips its adaptation).
+    The parameters of ``predictor`` (a submodule: BYOL's or SimSiam's) get groups of their own when its lr differs
+    from the rest's: marked ``fixed_lr: True`` with ``fixed`` (SimSiam's ``fix_pred_lr``: the training loop keeps it
+    at the initial lr) and ``lr_scale: scale`` (``method.pred_lr_scale``, which the loop multiplies in)."""
+    own = predictor is not None and (fixed or scale != 1.0)
+    own_ids = {id(p) for p in predictor.parameters()} if own else set()
+    buckets: dict[tuple[bool, bool], list] = {(is_own, skip): [] for is_own in (False, True) for skip in (False, True)}
     for mod in module.modules():
         for name, p in mod.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
             skip = exclude_norm_bias and (isinstance(mod, NORM_TYPES) or name == "bias")
-            buckets[(id(p) in fixed_ids, skip)].append(p)
+            buckets[(id(p) in own_ids, skip)].append(p)
     groups = []
-    for (lr_fixed, skip), params in buckets.items():
-        if not params and (lr_fixed or skip):
+    for (is_own, skip), params in buckets.items():
+        if not params and (is_own or skip):
             continue
         group: dict[str, Any] = {"params": params, "weight_decay": 0.0 if skip else weight_decay}
         if skip:
             group["lars"] = False
-        if lr_fixed:
+        if is_own and fixed:
             group["fixed_lr"] = True
+        if is_own and scale != 1.0:
+            group["lr_scale"] = scale
         groups.append(group)
     return groups
 
@@ -85,9 +88,10 @@ def build_optimizer(method: nn.Module, optim_cfg, lr: float) -> torch.optim.Opti
     from cgh.optim.lars import LARS
 
     o, predictor = optim_cfg, getattr(method, "predictor", None)
-    fixed = predictor if getattr(getattr(method, "cfg", None), "fix_pred_lr", False) else None
+    mcfg = getattr(method, "cfg", None)
     trainable = nn.ModuleList([method.student] + ([predictor] if predictor is not None else []))
-    groups = param_groups(trainable, o.weight_decay, o.wd_exclude_norm_bias, fixed)
+    groups = param_groups(trainable, o.weight_decay, o.wd_exclude_norm_bias, predictor,
+                          getattr(mcfg, "fix_pred_lr", False), getattr(mcfg, "pred_lr_scale", 1.0))
     if o.algorithm == "lars":
         return LARS(groups, lr=lr, momentum=o.momentum, eta=o.lars_eta)
     return torch.optim.SGD(groups, lr=lr, momentum=o.momentum)

@@ -53,8 +53,8 @@ def train_one_epoch(run: Run, epoch: int, first_step: int) -> str:
         data_total += data_time
         lr = lr_at(run.step, run.lr, o.warmup_epochs * spe, run.total_steps, o.schedule,
                    [e * spe for e in o.milestones], spe)
-        for g in run.optimizer.param_groups:  # a fixed-lr group (SimSiam's fix_pred_lr) keeps the initial lr
-            g["lr"] = run.lr if g.get("fixed_lr") else lr
+        for g in run.optimizer.param_groups:  # a fixed-lr group (SimSiam's fix_pred_lr) keeps the initial lr;
+            g["lr"] = (run.lr if g.get("fixed_lr") else lr) * g.get("lr_scale", 1.0)  # pred_lr_scale multiplies
         momentum = momentum_at(cfg.method.momentum, cfg.method.momentum_schedule, run.step, run.total_steps)
 
         with torch.no_grad():
