@@ -46,6 +46,7 @@ RESULTS = HERE / "results" / "symmetric_learning.jsonl"
 SCREEN = HERE / "results" / "symmetric_screen.jsonl"  # runs with --set: variants of the recipes
 METHODS = ("byol", "simsiam", "simclr")
 RECIPE_KEYS = ("algorithm", "lr", "weight_decay", "wd_exclude_norm_bias", "warmup_epochs")  # optim.<key>
+METHOD_RECIPE_KEYS = ("pred_lr_scale",)  # method.<key>; records made before it was recorded carry none (= 1)
 
 
 def recipe_of(dataset: str, method: str, extra: tuple[str, ...] = ()) -> dict:
@@ -53,13 +54,15 @@ def recipe_of(dataset: str, method: str, extra: tuple[str, ...] = ()) -> dict:
     variant's overrides ``extra``."""
     from cgh.config import load_config
 
-    optim = load_config("demo", [*DEMO_DATASETS[dataset], f"method.name={method}", *extra]).optim
-    return {k: getattr(optim, k) for k in RECIPE_KEYS}
+    cfg = load_config("demo", [*DEMO_DATASETS[dataset], f"method.name={method}", *extra])
+    return {**{k: getattr(cfg.optim, k) for k in RECIPE_KEYS},
+            **{k: getattr(cfg.method, k) for k in METHOD_RECIPE_KEYS}}
 
 
 def recipe_label(recipe: dict) -> str:
+    pred = recipe.get("pred_lr_scale", 1.0)
     return (f"{recipe['algorithm'].upper()} lr {recipe['lr']:g} (at 256), wd {recipe['weight_decay']:g}, "
-            f"warm-up {recipe['warmup_epochs']:g} ep")
+            f"warm-up {recipe['warmup_epochs']:g} ep" + (f", predictor lr x{pred:g}" if pred != 1.0 else ""))
 
 
 def run_one(dataset: str, method: str, seed: int, workdir: Path, extra: tuple[str, ...] = (), threads: int = 1) -> dict:
@@ -83,7 +86,11 @@ def run_one(dataset: str, method: str, seed: int, workdir: Path, extra: tuple[st
 
 
 def load(path: Path = RESULTS) -> list[dict]:
-    return load_results(path)
+    """The records; those made before ``method.pred_lr_scale`` was recorded ran at its default, 1."""
+    rows = load_results(path)
+    for r in rows:
+        r["recipe"].setdefault("pred_lr_scale", 1.0)
+    return rows
 
 
 def _key(r: dict) -> str:
