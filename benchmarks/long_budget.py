@@ -113,7 +113,7 @@ def probe(run_dir: Path, features: str, random_init: bool, threads: int) -> dict
 
 def run_one(dataset: str, method: str, epochs: int, seed: int, setting: str, workdir: Path, photos_root: Path,
             threads: int) -> dict:
-    out = workdir / f"{dataset}-{method}-e{epochs}-s{seed}" + ("" if setting == "recipe" else f"-{setting}")
+    out = workdir / (f"{dataset}-{method}-e{epochs}-s{seed}" + ("" if setting == "recipe" else f"-{setting}"))
     knn_every = 10 if epochs >= 200 else 5
     overrides = [*dataset_overrides(dataset, photos_root), f"method.name={method}", f"seed={seed}",
                  f"optim.epochs={epochs}", f"train.knn_every={knn_every}", "train.log_every=10",
