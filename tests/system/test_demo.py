@@ -79,6 +79,8 @@ def test_quick_demo_report_and_figures(quick_demo):
     best = max(r["ressl"]["knn_top1"], r["mocov2"]["knn_top1"])
     assert ("CGH leads the best baseline" if r["cgh"]["knn_top1"] > best else "CGH does **not** beat") in md
     assert f"{r['cgh']['knn_top1']:.1f}" in md and f"{r['random']['knn_top1']:.1f}" in md
+    # what the long-budget study found at this scale, and at what scale the paper's claim was made
+    assert "At this scale CGH does not beat ReSSL" in md and "benchmarks/long_budget.md" in md and "ImageNet" in md
     for name, min_size in (("curves.png", (800, 300)), ("tsne.png", (1200, 300))):
         with Image.open(out / name) as img:
             img.load()
