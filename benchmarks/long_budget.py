@@ -45,10 +45,9 @@ from bench_env import cpu_name  # noqa: E402
 from photo_patches import build as build_photos  # noqa: E402
 from relational_study import (  # noqa: E402
     collapse_step,
-    knn_curve,
     load_results,
     pretrain_demo,
-    read_metrics,
+    read_run,
     run_and_record,
 )
 
@@ -128,11 +127,9 @@ def run_one(dataset: str, method: str, epochs: int, seed: int, setting: str, wor
               "threads": threads,
               "cpu": cpu_name(), "overrides": [o.replace(str(photos_root), "PHOTOS") for o in overrides],
               "seconds": seconds, "returncode": proc.returncode}
-    if proc.returncode not in (0, 3):
-        record["error"] = proc.stderr[-2000:]
+    if (run := read_run(proc, out, record)) is None:
         return record
-    epochs_rec, steps = read_metrics(out)
-    knn = knn_curve(epochs_rec)
+    epochs_rec, steps, knn = run
     last = max(e for e in epochs_rec if e > 0)
     record.update(knn0=knn[0], knn=knn[max(knn)], knn_curve=knn, steps=steps,
                   final={k: epochs_rec[last][k] for k in (*DIAGNOSTICS, "loss") if k in epochs_rec[last]},
@@ -270,7 +267,7 @@ def cmd_figure(args) -> None:
             if not rs:
                 continue
             xs = sorted(set.intersection(*(set(map(int, r["knn_curve"])) for r in rs)))
-            ys = [[r["knn_curve"][str(x)] if str(x) in r["knn_curve"] else r["knn_curve"][x] for r in rs] for x in xs]
+            ys = [[r["knn_curve"][str(x)] for r in rs] for x in xs]  # JSON keys
             ax.plot(xs, [statistics.mean(y) for y in ys], color=colours[m], marker=".", label=f"{m} ({len(rs)} seeds)")
             ax.fill_between(xs, [min(y) for y in ys], [max(y) for y in ys], color=colours[m], alpha=0.15)
         ax.set_title(f"{d}, {e} epochs: kNN top-1 (%)", fontsize=10)

@@ -45,7 +45,7 @@ from bench_env import cpu_name  # noqa: E402
 from cgh.demo import DEMO_DATASETS  # noqa: E402
 from cgh.methods import METHODS  # noqa: E402
 from cgh.model.diagnostics import CRITERIA, CollapseCriteria, CollapseWatch  # noqa: E402
-from relational_study import knn_curve, load_results, pretrain_demo, read_metrics, run_and_record  # noqa: E402
+from relational_study import load_results, pretrain_demo, read_run, run_and_record  # noqa: E402
 from tests.system.test_collapse import COLLAPSE_ARGS  # noqa: E402
 from tests.system.test_learning import LEARNING_STEPS, run_args  # noqa: E402
 from tests.system.test_learning import THRESHOLDS as TEST_THRESHOLDS  # noqa: E402
@@ -90,11 +90,9 @@ def run_one(group: str, dataset: str, method: str, seed: int, threads: int, work
     proc, seconds = pretrain_demo(overrides, out, threads)
     record = {"group": group, "dataset": dataset, "method": method, "seed": seed, "threads": threads,
               "cpu": cpu_name(), "overrides": overrides, "seconds": seconds, "returncode": proc.returncode}
-    if proc.returncode not in (0, 3):
-        record["error"] = proc.stderr[-2000:]
+    if (run := read_run(proc, out, record)) is None:
         return record
-    epochs, steps = read_metrics(out)
-    knn = knn_curve(epochs)
+    epochs, steps, knn = run
     record.update(knn_curve=knn, knn0=knn[0], knn=knn[max(knn)], steps=steps,
                   warning=next((line for line in proc.stderr.splitlines() if "features look collapsed" in line), ""))
     return record

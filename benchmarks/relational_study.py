@@ -115,11 +115,9 @@ def run_one(dataset: str, setting: str, method: str, seed: int, workdir: Path) -
     proc, seconds = pretrain_demo(overrides, out)
     record = {"dataset": dataset, "setting": setting, "method": method, "seed": seed, "overrides": overrides,
               "seconds": seconds, "returncode": proc.returncode}
-    if proc.returncode not in (0, 3):
-        record["error"] = proc.stderr[-2000:]
+    if (run := read_run(proc, out, record)) is None:
         return record
-    epochs, steps = read_metrics(out)
-    knn = knn_curve(epochs)
+    epochs, steps, knn = run
     last = max(e for e in epochs if e > 0)
     record.update(knn0=knn[0], knn=knn[max(knn)], knn_curve=knn, collapse_warning="warning: the features look "
                   "collapsed" in proc.stderr, final={k: epochs[last][k] for k in (*DIAGNOSTICS, "loss", "relation",
@@ -136,6 +134,16 @@ def pretrain_demo(overrides: list[str], out: Path, threads: int = 1) -> tuple[su
     proc = subprocess.run([sys.executable, "-m", "cgh.cli", "pretrain", "demo", *overrides, f"out_dir={out}",
                            "--overwrite"], env=env, capture_output=True, text=True, cwd=HERE.parent)
     return proc, round(time.time() - t0, 1)
+
+
+def read_run(proc: subprocess.CompletedProcess, out: Path, record: dict) -> tuple[dict, list, dict] | None:
+    """A finished run's epoch records, step records and kNN curve (the studies' one way of reading a run); None, with
+    the end of its stderr in ``record["error"]``, when it failed (exit 3, a collapse stop, is a finished run)."""
+    if proc.returncode not in (0, 3):
+        record["error"] = proc.stderr[-2000:]
+        return None
+    epochs, steps = read_metrics(out)
+    return epochs, steps, knn_curve(epochs)
 
 
 def knn_curve(epochs: dict[int, dict]) -> dict[int, float]:

@@ -39,7 +39,7 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 from bench_env import cpu_name  # noqa: E402
 from cgh.demo import DEMO_DATASETS  # noqa: E402
-from relational_study import collapse_step, knn_curve, load_results, pretrain_demo, read_metrics, run_and_record  # noqa: E402
+from relational_study import collapse_step, load_results, pretrain_demo, read_run, run_and_record  # noqa: E402
 from tests.system.test_learning import LEARNING_STEPS  # noqa: E402
 
 RESULTS = HERE / "results" / "symmetric_learning.jsonl"
@@ -73,11 +73,9 @@ def run_one(dataset: str, method: str, seed: int, workdir: Path, extra: tuple[st
     record = {"dataset": dataset, "method": method, "seed": seed, "threads": threads, "cpu": cpu_name(),
               "recipe": recipe_of(dataset, method, extra), "extra": list(extra), "overrides": overrides,
               "seconds": seconds, "returncode": proc.returncode}
-    if proc.returncode not in (0, 3):
-        record["error"] = proc.stderr[-2000:]
+    if (run := read_run(proc, out, record)) is None:
         return record
-    epochs, steps = read_metrics(out)
-    knn = knn_curve(epochs)
+    epochs, steps, knn = run
     last = steps[-1] if steps else {}
     record.update(knn_curve=knn, knn0=knn[0], knn=knn[max(knn)], steps=steps,
                   final={k: v for k, v in last.items() if k.startswith(("std_", "rank_", "cos_", "loss"))},
