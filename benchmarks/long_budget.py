@@ -69,6 +69,8 @@ SETTINGS = {
     "hyper_bn_plain": ["method.hyper_bn=plain"],                  # one BN over the batch in the hypercolumn head
     "no_csist": ["method.global_from_hyper=false"],               # only L_hyper: hypercolumn student <- global teacher
     "no_cl_hyper": ["method.hyper_from_global=false"],            # only L_csist: global student <- hypercolumn teacher
+    "csist_heavy": ["method.hyper_weight=0.25", "method.csist_weight=0.75"],  # the directions' weights (authors'
+    "hyper_heavy": ["method.hyper_weight=0.75", "method.csist_weight=0.25"],  # 0.5 / 0.5), their sum kept at 1
     "same_context": ["method.context=same"],                      # each context from its own teacher (Tab. 5 in kind)
     "floor300": ["method.loss_warmup_min_steps=300"],             # half the demo's warm-up floor of 600 steps
     "floor1200": ["method.loss_warmup_min_steps=1200"],           # twice it
@@ -80,6 +82,10 @@ STUDIES = {
     "core": {"datasets": ["photos"], "methods": ["mocov2", "ressl", "cgh"], "budgets": [40, 120], "seeds": [0, 1, 2]},
     # the same on the digits
     "digits": {"datasets": ["digits"], "methods": ["mocov2", "ressl", "cgh"], "budgets": [120], "seeds": [0, 1, 2]},
+    # the symmetric methods on the digits at three times the learning tests' budget (at 40 epochs BYOL and SimSiam
+    # end level with their random initialisation there: symmetric_learning.md)
+    "digits_symmetric": {"datasets": ["digits"], "methods": ["byol", "simsiam", "simclr"], "budgets": [120],
+                         "seeds": [0, 1, 2]},
     # the longest budget
     "long": {"datasets": ["photos"], "methods": ["ressl", "cgh", "mocov2"], "budgets": [200], "seeds": [0, 1, 2]},
     # its first seed, for ReSSL and CGH (what this session's CPU time allowed)

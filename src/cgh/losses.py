@@ -133,14 +133,16 @@ def _same_rows(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
                          f"{tuple(b.shape)}")
 
 
-def cgh_loss_weights(step: int, warmup_steps: int) -> tuple[float, float, float]:
+def cgh_loss_weights(step: int, warmup_steps: int, hyper: float = 0.5,
+                     csist: float = 0.5) -> tuple[float, float, float]:
     """Weights (w_cl, w_hyper, w_csist) of CGH's three terms at a global iteration (docs/method.md#loss-weights).
 
     During the warm-up (step < warmup_steps = loss_warmup_epochs * iterations per epoch), alpha = step /
-    warmup_steps and the weights are (1 - alpha, alpha / 2, alpha / 2): pure InfoNCE at the first step, ramping per
-    iteration into the two cross-context terms. Afterwards (0, 1/2, 1/2).
+    warmup_steps and the weights are (1 - alpha, alpha * hyper, alpha * csist): pure InfoNCE at the first step,
+    ramping per iteration into the two cross-context terms. Afterwards (0, hyper, csist). The authors' weights are
+    hyper = csist = 1/2 (method.hyper_weight, method.csist_weight).
     """
     if step < warmup_steps:
         alpha = step / warmup_steps
-        return 1.0 - alpha, 0.5 * alpha, 0.5 * alpha
-    return 0.0, 0.5, 0.5
+        return 1.0 - alpha, hyper * alpha, csist * alpha
+    return 0.0, hyper, csist

@@ -377,6 +377,9 @@ def test_the_run_directorys_config_says_where_its_values_came_from(tmp_path, cap
     ("method.fix_pred_lr=true", r"method\.fix_pred_lr = True: expected false for cgh"),
     ("method.pred_lr_scale=10", r"method\.pred_lr_scale = 10\.0: expected 1 for cgh"),
     ("method.name=byol method.pred_lr_scale=0", r"method\.pred_lr_scale = 0\.0: expected a positive multiple"),
+    ("method.hyper_weight=0", r"method\.hyper_weight = 0\.0: expected a positive weight.*hyper_from_global=false"),
+    ("method.csist_weight=-1", r"method\.csist_weight = -1\.0: expected a positive weight.*global_from_hyper=false"),
+    ("method.name=ressl method.csist_weight=1", r"method\.csist_weight = 1\.0: expected 0\.5 for ressl"),
 ])
 def test_invalid_optimizer_and_predictor_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message):

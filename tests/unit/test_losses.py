@@ -89,3 +89,8 @@ def test_cgh_warmup_weights(step, expected):
 
 def test_no_warmup():
     assert cgh_loss_weights(0, 0) == (0.0, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("step,expected", [(0, (1.0, 0.0, 0.0)), (25, (0.75, 0.2, 0.05)), (100, (0.0, 0.8, 0.2))])
+def test_direction_weights_scale_the_ramp_and_its_end(step, expected):
+    assert cgh_loss_weights(step, 100, hyper=0.8, csist=0.2) == pytest.approx(expected)

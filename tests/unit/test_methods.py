@@ -135,6 +135,17 @@ def test_cgh_directions_can_be_switched_off():
         build_method(small_cfg("cgh", global_from_hyper=False, hyper_from_global=False))
 
 
+@pytest.mark.parametrize("hyper_weight,csist_weight", [(0.5, 0.5), (0.8, 0.2), (0.25, 1.0)])
+def test_cgh_loss_is_the_direction_weighted_sum_of_its_terms(hyper_weight, csist_weight):
+    torch.manual_seed(0)
+    method = build_method(small_cfg("cgh", loss_warmup_epochs=0, hyper_weight=hyper_weight,
+                                    csist_weight=csist_weight))
+    loss, terms = method(views(), 0.99, 0)
+    assert set(terms) == {"hyper", "csist", "w_nce"}
+    assert loss.item() == pytest.approx(hyper_weight * terms["hyper"].item() + csist_weight * terms["csist"].item(),
+                                        rel=1e-6)
+
+
 def test_cgh_centering_uses_the_batch_mean():
     method = build_method(small_cfg("cgh", centering=True, center_momentum=0.9, loss_warmup_epochs=0))
     method.shuffle = False

@@ -97,6 +97,14 @@ def validate_config(cfg: Config, world_size: int = 1) -> None:
         check.fail("method.pred_lr_scale", m.pred_lr_scale, f"1 for {m.name}: only SimSiam and BYOL have a predictor")
     if not m.pred_lr_scale > 0:
         check.fail("method.pred_lr_scale", m.pred_lr_scale, "a positive multiple of the learning rate, e.g. 10")
+    for key, switch in (("hyper_weight", "hyper_from_global"), ("csist_weight", "global_from_hyper")):
+        value = getattr(m, key)
+        if value != 0.5 and m.name != "cgh":
+            check.fail(f"method.{key}", value, f"0.5 for {m.name}: only CGH has the two cross-context directions")
+        if not (value > 0 and math.isfinite(value)):
+            check.fail(f"method.{key}", value,
+                       f"a positive weight, e.g. 0.5 (the authors'); to switch the direction off, set "
+                       f"method.{switch}=false")
     if m.num_local > 4:
         check.fail("method.num_local", m.num_local, "at most 4 (docs/method.md#multi-crop-views defines four local "
                                                     "crop sizes); e.g. method.num_local=4")

@@ -153,6 +153,12 @@ class MethodConfig:
     global_from_hyper: bool = True
     """The L_csist direction: the global student learns from the hypercolumn teacher
     (docs/method.md#cross-context-losses csist)."""
+    hyper_weight: float = 0.5
+    """CGH: the weight of L_hyper after the InfoNCE warm-up (docs/method.md#loss-weights: the authors' 0.5); during
+    it, alpha x this. > 0; method.hyper_from_global=false switches the direction off."""
+    csist_weight: float = 0.5
+    """CGH: the weight of L_csist after the InfoNCE warm-up (docs/method.md#loss-weights: the authors' 0.5); during
+    it, alpha x this. > 0; method.global_from_hyper=false switches the direction off."""
     centering: bool = False
     """Subtract a running per-slot mean from the teacher's relation logits (docs/method.md#centering; off as in the
     authors' config; the authors' single-GPU sum-instead-of-mean bug is fixed)."""

@@ -35,8 +35,8 @@ class CGH(nn.Module):
     Temperatures (docs/method.md#cross-context-losses, the authors' effective values): global teacher 0.04, global
     student 0.1, hypercolumn teacher 0.08, hypercolumn student 0.08; the authors hard-code the first two, here all four
     are config values. Ablations: ``context="same"`` makes each context learn from its own teacher;
-    ``hyper_from_global`` and ``global_from_hyper`` switch the two directions; ``hyper_layers`` chooses the stacked
-    stages.
+    ``hyper_from_global`` and ``global_from_hyper`` switch the two directions and ``hyper_weight`` and
+    ``csist_weight`` weigh them; ``hyper_layers`` chooses the stacked stages.
     """
 
     teacher_view = "weak"  # crop + flip for the teacher, strong for the student (docs/method.md#weak-view)
@@ -93,7 +93,7 @@ class CGH(nn.Module):
         glob_t, hyper_t = (lk, c.temp_teacher_global), (lkh, c.temp_teacher_hyper)
         for_hyper, for_global = (glob_t, hyper_t) if c.context == "cross" else (hyper_t, glob_t)
 
-        w_cl, w_hyper, w_csist = cgh_loss_weights(step, self.warmup_steps)
+        w_cl, w_hyper, w_csist = cgh_loss_weights(step, self.warmup_steps, c.hyper_weight, c.csist_weight)
         terms: dict[str, torch.Tensor] = {}
         loss = lq.new_zeros(())
         if c.hyper_from_global:  # hypercolumn student <- global teacher (cross context)
