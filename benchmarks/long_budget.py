@@ -100,6 +100,11 @@ STUDIES = {
     # the one factor whose seed-0 run reached ReSSL's kNN, on the other two seeds
     "hyper_bn": {"datasets": ["photos"], "methods": ["cgh"], "budgets": [120], "seeds": [1, 2],
                  "settings": ["hyper_bn_plain"]},
+    # the directions' weights, and the factors whose seed-0 run moved kNN most or asks the paper's questions (which
+    # stages, which direction, which context, which temperatures), on three seeds
+    "ablation3": {"datasets": ["photos"], "methods": ["cgh"], "budgets": [120], "seeds": [0, 1, 2],
+                  "settings": ["csist_heavy", "hyper_heavy", "layers234", "no_cl_hyper", "same_context",
+                               "hyper_temps_ressl"]},
 }
 
 
@@ -236,12 +241,14 @@ def cmd_ablation_table(args) -> None:
         for (d, e, m), rs in sorted(groups(setting).items()):
             if m != "cgh":
                 continue
-            ref = {r["seed"]: r for r in base.get((d, e, "cgh"), [])}
+            ref = {r["seed"]: r for r in base.get((d, e, "cgh"), [])} if setting != "recipe" else None
             ressl = {r["seed"]: r for r in base.get((d, e, "ressl"), [])}
 
-            def vs(table, f, rs=rs):
-                xs = [f(r) - f(table[r["seed"]]) for r in rs if r["seed"] in table]
-                return f"{statistics.mean(xs):+.1f}" if xs else "-"
+            def vs(table, f, rs=rs, per_seed=False):
+                xs = [f(r) - f(table[r["seed"]]) for r in rs if r["seed"] in table] if table is not None else []
+                if not xs:
+                    return "-"
+                return _ms(xs, "+") + (f" ({' '.join(f'{x:+.1f}' for x in xs)})" if per_seed and len(xs) > 1 else "")
 
             def diag(k, rs=rs):
                 return statistics.mean(r["final"].get(k, float("nan")) for r in rs)
@@ -249,7 +256,8 @@ def cmd_ablation_table(args) -> None:
             lin = {f: (lambda r, f=f: r["linear"][f]["final"]) for f in PROBES}
             flagged = sum(collapse_step(r) is not None or bool(r["warning"]) for r in rs)
             print(f"| {d} | {e} | {setting} | {', '.join(str(r['seed']) for r in rs)} | "
-                  f"{_ms([r['knn'] for r in rs])} | {vs(ref, lambda r: r['knn'])} | {vs(ressl, lambda r: r['knn'])} | "
+                  f"{_ms([r['knn'] for r in rs])} | {vs(ref, lambda r: r['knn'], per_seed=True)} | "
+                  f"{vs(ressl, lambda r: r['knn'], per_seed=True)} | "
                   + " | ".join(f"{_ms([lin[f](r) for r in rs])} ({vs(ref, lin[f])})" for f in PROBES)
                   + f" | {diag('std_global'):.2f} | {diag('std_hyper'):.2f} | {diag('ent_global'):.2f} | "
                   f"{diag('ent_hyper'):.2f} | {flagged}/{len(rs)} |")
