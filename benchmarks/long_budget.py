@@ -82,6 +82,8 @@ STUDIES = {
     "core": {"datasets": ["photos"], "methods": ["mocov2", "ressl", "cgh"], "budgets": [40, 120], "seeds": [0, 1, 2]},
     # the same on the digits
     "digits": {"datasets": ["digits"], "methods": ["mocov2", "ressl", "cgh"], "budgets": [120], "seeds": [0, 1, 2]},
+    # its ReSSL and CGH first, seed by seed (what a session's CPU time allows first)
+    "digits_relational": {"datasets": ["digits"], "methods": ["ressl", "cgh"], "budgets": [120], "seeds": [0, 1, 2]},
     # the symmetric methods on the digits at three times the learning tests' budget (at 40 epochs BYOL and SimSiam
     # end level with their random initialisation there: symmetric_learning.md)
     "digits_symmetric": {"datasets": ["digits"], "methods": ["byol", "simsiam", "simclr"], "budgets": [120],
