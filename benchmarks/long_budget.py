@@ -107,6 +107,17 @@ STUDIES = {
     "ablation3": {"datasets": ["photos"], "methods": ["cgh"], "budgets": [120], "seeds": [0, 1, 2],
                   "settings": ["csist_heavy", "hyper_heavy", "layers234", "no_cl_hyper", "same_context",
                                "hyper_temps_ressl"]},
+    # the hypercolumn target's size and resize mode and the warm-up floor, whose seed-0 runs are above, on the other
+    # two seeds
+    "ablation_seeds": {"datasets": ["photos"], "methods": ["cgh"], "budgets": [120], "seeds": [1, 2],
+                       "settings": ["target_first", "avgpool", "floor300", "floor1200"]},
+    # the symmetric methods at the short budget, and all six on the digits at it
+    "short_symmetric": {"datasets": ["photos"], "methods": ["simclr", "byol", "simsiam"], "budgets": [40],
+                        "seeds": [0, 1, 2]},
+    "digits_short": {"datasets": ["digits"], "methods": list(METHODS), "budgets": [40], "seeds": [0, 1, 2]},
+    # the symmetric methods at the longest budget, one seed first
+    "long_symmetric": {"datasets": ["photos"], "methods": ["simclr", "byol", "simsiam"], "budgets": [200],
+                       "seeds": [0]},
 }
 
 
@@ -266,18 +277,26 @@ def cmd_ablation_table(args) -> None:
 
 
 def cmd_figure(args) -> None:
-    """The kNN-vs-epoch curves (mean over seeds, the band min-max), one panel per dataset and budget."""
+    """The kNN-vs-epoch curves (mean over seeds, the band min-max): a row per dataset, a panel per budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     g = groups()
-    panels = sorted({(d, e) for d, e, _ in g}, key=lambda k: (DATASETS.index(k[0]), k[1]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    rows = [d for d in DATASETS if any(k[0] == d for k in g)]
+    cols = [e for e in BUDGETS if any(k[1] == e for k in g)]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(5 * len(cols), 3.8 * len(rows)), squeeze=False)
+    panels = {(d, e): axes[i][j] for i, d in enumerate(rows) for j, e in enumerate(cols)}
+    for (d, e), ax in panels.items():
+        if not any(k[:2] == (d, e) for k in g):
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"{d}, {e} epochs: not run", ha="center", va="center", transform=ax.transAxes)
     colours = dict(zip(METHODS, ("tab:green", "tab:blue", "tab:red", "tab:purple", "tab:orange", "tab:brown"),
                        strict=True))
-    for ax, (d, e) in zip(axes[0], panels, strict=True):
+    for (d, e), ax in panels.items():
+        if not ax.axison:
+            continue
         for m in METHODS:
             rs = g.get((d, e, m))
             if not rs:
