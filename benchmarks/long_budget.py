@@ -110,7 +110,7 @@ STUDIES = {
     # the hypercolumn target's size and resize mode and the warm-up floor, whose seed-0 runs are above, on the other
     # two seeds
     "ablation_seeds": {"datasets": ["photos"], "methods": ["cgh"], "budgets": [120], "seeds": [1, 2],
-                       "settings": ["target_first", "avgpool", "floor300", "floor1200"]},
+                       "settings": ["target_first", "avgpool", "floor300", "floor1200", "no_csist"]},
     # the symmetric methods at the short budget, and all six on the digits at it
     "short_symmetric": {"datasets": ["photos"], "methods": ["simclr", "byol", "simsiam"], "budgets": [40],
                         "seeds": [0, 1, 2]},
