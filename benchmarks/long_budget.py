@@ -107,8 +107,8 @@ STUDIES = {
     "ablation3": {"datasets": ["photos"], "methods": ["cgh"], "budgets": [120], "seeds": [0, 1, 2],
                   "settings": ["csist_heavy", "hyper_heavy", "layers234", "no_cl_hyper", "same_context",
                                "hyper_temps_ressl"]},
-    # the hypercolumn target's size and resize mode and the warm-up floor, whose seed-0 runs are above, on the other
-    # two seeds
+    # the factors whose seed-0 runs are in "ablation" (the target's size and resize mode, the warm-up floor, L_hyper
+    # alone) on the other two seeds
     "ablation_seeds": {"datasets": ["photos"], "methods": ["cgh"], "budgets": [120], "seeds": [1, 2],
                        "settings": ["target_first", "avgpool", "floor300", "floor1200", "no_csist"]},
     # the symmetric methods at the short budget, and all six on the digits at it
@@ -155,7 +155,10 @@ def run_one(dataset: str, method: str, epochs: int, seed: int, setting: str, wor
         return record
     epochs_rec, steps, knn = run
     last = max(e for e in epochs_rec if e > 0)
-    record.update(knn0=knn[0], knn=knn[max(knn)], knn_curve=knn, steps=steps,
+    # the collapse watch replayed here on the steps logged every 10, not the steps themselves: they are 3/4 of a
+    # record's size and nothing else reads them (the run directory keeps them)
+    record.update(knn0=knn[0], knn=knn[max(knn)], knn_curve=knn,
+                  collapse_step=collapse_step({"method": method, "overrides": overrides, "steps": steps}),
                   final={k: epochs_rec[last][k] for k in (*DIAGNOSTICS, "loss") if k in epochs_rec[last]},
                   warning=next((x for x in proc.stderr.splitlines() if "features look collapsed" in x), ""),
                   linear={f: probe(out, f, False, threads) for f in PROBES},
@@ -219,7 +222,7 @@ def cmd_table(args) -> None:
                 lin0 = {f: statistics.mean(r["linear0"][f]["final"] for r in rs) for f in PROBES}
                 std = statistics.mean(r["final"].get("std_global", float("nan")) for r in rs)
                 rank = statistics.mean(r["final"].get("rank_global", float("nan")) for r in rs)
-                flagged = sum(collapse_step(r) is not None or bool(r["warning"]) for r in rs)
+                flagged = sum(r["collapse_step"] is not None or bool(r["warning"]) for r in rs)
                 print(f"| {d} | {e} | {m} | {', '.join(str(r['seed']) for r in rs)} | "
                       f"{statistics.mean(r['knn0'] for r in rs):.1f} | {_ms([r['knn'] for r in rs])} | "
                       f"{' '.join(format(r['knn'] - r['knn0'], '+.1f') for r in rs)} | "
@@ -267,7 +270,7 @@ def cmd_ablation_table(args) -> None:
                 return statistics.mean(r["final"].get(k, float("nan")) for r in rs)
 
             lin = {f: (lambda r, f=f: r["linear"][f]["final"]) for f in PROBES}
-            flagged = sum(collapse_step(r) is not None or bool(r["warning"]) for r in rs)
+            flagged = sum(r["collapse_step"] is not None or bool(r["warning"]) for r in rs)
             print(f"| {d} | {e} | {setting} | {', '.join(str(r['seed']) for r in rs)} | "
                   f"{_ms([r['knn'] for r in rs])} | {vs(ref, lambda r: r['knn'], per_seed=True)} | "
                   f"{vs(ressl, lambda r: r['knn'], per_seed=True)} | "
@@ -288,14 +291,12 @@ def cmd_figure(args) -> None:
     cols = [e for e in BUDGETS if any(k[1] == e for k in g)]
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(5 * len(cols), 3.8 * len(rows)), squeeze=False)
     panels = {(d, e): axes[i][j] for i, d in enumerate(rows) for j, e in enumerate(cols)}
+    colours = dict(zip(METHODS, ("tab:green", "tab:blue", "tab:red", "tab:purple", "tab:orange", "tab:brown"),
+                       strict=True))
     for (d, e), ax in panels.items():
         if not any(k[:2] == (d, e) for k in g):
             ax.set_axis_off()
             ax.text(0.5, 0.5, f"{d}, {e} epochs: not run", ha="center", va="center", transform=ax.transAxes)
-    colours = dict(zip(METHODS, ("tab:green", "tab:blue", "tab:red", "tab:purple", "tab:orange", "tab:brown"),
-                       strict=True))
-    for (d, e), ax in panels.items():
-        if not ax.axison:
             continue
         for m in METHODS:
             rs = g.get((d, e, m))
