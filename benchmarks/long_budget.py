@@ -115,9 +115,14 @@ STUDIES = {
     "short_symmetric": {"datasets": ["photos"], "methods": ["simclr", "byol", "simsiam"], "budgets": [40],
                         "seeds": [0, 1, 2]},
     "digits_short": {"datasets": ["digits"], "methods": list(METHODS), "budgets": [40], "seeds": [0, 1, 2]},
-    # the symmetric methods at the longest budget, one seed first
+    # the symmetric methods at the longest budget
     "long_symmetric": {"datasets": ["photos"], "methods": ["simclr", "byol", "simsiam"], "budgets": [200],
-                       "seeds": [0]},
+                       "seeds": [0, 1, 2]},
+    # the digits at the longest budget: the relational methods first, then the symmetric ones (a third longer each)
+    "digits_long": {"datasets": ["digits"], "methods": ["ressl", "cgh", "mocov2"], "budgets": [200],
+                    "seeds": [0, 1, 2]},
+    "digits_long_symmetric": {"datasets": ["digits"], "methods": ["simclr", "simsiam", "byol"], "budgets": [200],
+                              "seeds": [0, 1, 2]},
 }
 
 
