@@ -118,7 +118,7 @@ STUDIES = {
     # the symmetric methods at the longest budget
     "long_symmetric": {"datasets": ["photos"], "methods": ["simclr", "byol", "simsiam"], "budgets": [200],
                        "seeds": [0, 1, 2]},
-    # the digits at the longest budget: the relational methods first, then the symmetric ones (a third longer each)
+    # the digits at the longest budget: the queue-based methods first, then the slower symmetric ones
     "digits_long": {"datasets": ["digits"], "methods": ["ressl", "cgh", "mocov2"], "budgets": [200],
                     "seeds": [0, 1, 2]},
     "digits_long_symmetric": {"datasets": ["digits"], "methods": ["simclr", "simsiam", "byol"], "budgets": [200],
